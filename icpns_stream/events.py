@@ -1,0 +1,213 @@
+"""Click events: the contract every source is parsed into."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from icpns_stream.exceptions import InvalidEventError
+from icpns_stream.types import ItemId, UserId
+
+__all__ = [
+    "MAX_TIMESTAMP",
+    "ClickEvent",
+    "decode_event",
+    "normalise_id",
+    "normalise_timestamp",
+    "parse_event",
+]
+
+#: 2100-01-01T00:00:00Z. Later (or negative) times are treated as corrupt rather
+#: than trusted, since a single absurd timestamp would decay every counter away.
+MAX_TIMESTAMP = 4_102_444_800.0
+
+# Numbers above this are taken as milliseconds: in seconds it would be year 5138.
+_MILLISECONDS_ABOVE = 1e11
+
+
+@dataclass(frozen=True, slots=True)
+class ClickEvent:
+    """One click of a user on an item.
+
+    Parameters
+    ----------
+    user_id
+        The clicking user, normalised to a string.
+    item_id
+        The clicked item, normalised to a string.
+    timestamp
+        Event time in Unix seconds.
+    event_id
+        Optional unique id; an event whose id was seen already is learned once.
+    event_type
+        Optional free-form type (``"click"``, ``"purchase"``...), carried through.
+    rating
+        Optional explicit rating, used only to filter with a minimum rating.
+
+    Examples
+    --------
+    >>> parse_event({"user_id": 7, "item_id": "a", "timestamp": 1_700_000_000_000})
+    ClickEvent(user_id='7', item_id='a', timestamp=1700000000.0, event_id=None, \
+event_type=None, rating=None)
+    """
+
+    user_id: UserId
+    item_id: ItemId
+    timestamp: float
+    event_id: str | None = None
+    event_type: str | None = None
+    rating: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the event as a JSON-ready object in the contract's field names."""
+        out: dict[str, Any] = {
+            "user_id": self.user_id,
+            "item_id": self.item_id,
+            "timestamp": self.timestamp,
+        }
+        if self.event_id is not None:
+            out["event_id"] = self.event_id
+        if self.event_type is not None:
+            out["event_type"] = self.event_type
+        if self.rating is not None:
+            out["rating"] = self.rating
+        return out
+
+
+def normalise_id(value: object, field: str) -> str:
+    """Return an id as a string, or raise `InvalidEventError` naming the field.
+
+    Integers (and integral floats such as ``196.0`` from CSV tools) become their
+    decimal string; strings are stripped and must not be empty.
+    """
+    if value is None:
+        raise InvalidEventError(f"{field} is missing or null")
+    if isinstance(value, bool):
+        raise InvalidEventError(f"{field} must be a string or integer, got {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise InvalidEventError(f"{field} is empty")
+        return text
+    raise InvalidEventError(
+        f"{field} must be a string or integer, got {type(value).__name__}"
+    )
+
+
+def normalise_timestamp(value: object) -> float:
+    """Return a timestamp in Unix seconds.
+
+    Accepts seconds or milliseconds (int, float or numeric string) and ISO-8601
+    strings; a naive ISO time is read as UTC. Raises `InvalidEventError` for
+    anything unparseable, non-finite, negative or after `MAX_TIMESTAMP`.
+    """
+    if value is None:
+        raise InvalidEventError("timestamp is missing or null")
+    if isinstance(value, bool):
+        raise InvalidEventError(f"timestamp must be a number or ISO-8601, got {value}")
+    seconds: float
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = _parse_timestamp_text(value.strip())
+    else:
+        raise InvalidEventError(
+            f"timestamp must be a number or ISO-8601, got {type(value).__name__}"
+        )
+    if not math.isfinite(seconds):
+        raise InvalidEventError(f"timestamp is not finite: {value!r}")
+    if seconds > _MILLISECONDS_ABOVE:
+        seconds /= 1000.0
+    if seconds < 0 or seconds > MAX_TIMESTAMP:
+        raise InvalidEventError(f"timestamp out of range (1970-2100): {value!r}")
+    return seconds
+
+
+def _parse_timestamp_text(text: str) -> float:
+    if not text:
+        raise InvalidEventError("timestamp is empty")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidEventError(f"timestamp is not parseable: {text!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def parse_event(obj: object) -> ClickEvent:
+    """Validate a decoded JSON value (or CSV row dict) and return its event.
+
+    Raises
+    ------
+    InvalidEventError
+        With a one-line reason, when ``obj`` is not an object or a field is bad.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidEventError(f"event must be a JSON object, got {type(obj).__name__}")
+    user_id = normalise_id(obj.get("user_id"), "user_id")
+    item_id = normalise_id(obj.get("item_id"), "item_id")
+    timestamp = normalise_timestamp(obj.get("timestamp"))
+    event_id = obj.get("event_id")
+    if event_id is not None and event_id != "":
+        event_id = normalise_id(event_id, "event_id")
+    else:
+        event_id = None
+    event_type = obj.get("event_type")
+    if event_type is not None and not isinstance(event_type, str):
+        raise InvalidEventError(
+            f"event_type must be a string, got {type(event_type).__name__}"
+        )
+    return ClickEvent(
+        user_id=user_id,
+        item_id=item_id,
+        timestamp=timestamp,
+        event_id=event_id,
+        event_type=event_type or None,
+        rating=_parse_rating(obj.get("rating")),
+    )
+
+
+def _parse_rating(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise InvalidEventError(f"rating must be a number, got {value}")
+    try:
+        rating = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InvalidEventError(f"rating is not a number: {value!r}") from exc
+    if not math.isfinite(rating):
+        raise InvalidEventError(f"rating is not finite: {value!r}")
+    return rating
+
+
+def decode_event(raw: bytes | str) -> ClickEvent:
+    """Decode one serialised event (a Kafka message value or a JSONL line).
+
+    Raises `InvalidEventError` for bytes that are not UTF-8, text that is not
+    JSON, and JSON that breaks the contract.
+    """
+    if isinstance(raw, bytes | bytearray):
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEventError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    else:
+        text = raw
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidEventError(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    return parse_event(obj)
