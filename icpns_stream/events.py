@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from icpns_stream.exceptions import InvalidEventError
@@ -142,7 +142,7 @@ def _parse_timestamp_text(text: str) -> float:
     except ValueError as exc:
         raise InvalidEventError(f"timestamp is not parseable: {text!r}") from exc
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -155,7 +155,9 @@ def parse_event(obj: object) -> ClickEvent:
         With a one-line reason, when ``obj`` is not an object or a field is bad.
     """
     if not isinstance(obj, dict):
-        raise InvalidEventError(f"event must be a JSON object, got {type(obj).__name__}")
+        raise InvalidEventError(
+            f"event must be a JSON object, got {type(obj).__name__}"
+        )
     user_id = normalise_id(obj.get("user_id"), "user_id")
     item_id = normalise_id(obj.get("item_id"), "item_id")
     timestamp = normalise_timestamp(obj.get("timestamp"))
@@ -203,11 +205,15 @@ def decode_event(raw: bytes | str) -> ClickEvent:
         try:
             text = bytes(raw).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InvalidEventError(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
+            raise InvalidEventError(
+                f"not UTF-8: {exc.reason} at byte {exc.start}"
+            ) from exc
     else:
         text = raw
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidEventError(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+        raise InvalidEventError(
+            f"not valid JSON: {exc.msg} at column {exc.colno}"
+        ) from exc
     return parse_event(obj)

@@ -1,0 +1,342 @@
+"""The ``icpns-stream`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from icpns_stream.dead_letters import DeadLetterWriter
+from icpns_stream.engine import Engine, EngineConfig
+from icpns_stream.exceptions import IcpnsError
+from icpns_stream.readers import FORMATS, load_replay
+from icpns_stream.replay import replay_log
+from icpns_stream.samplers import SAMPLERS
+from icpns_stream.samplers.base import Negative
+
+__all__ = [
+    "add_engine_options",
+    "engine_config_from_args",
+    "main",
+    "parse_duration",
+]
+
+logger = logging.getLogger(__name__)
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3_600.0, "d": 86_400.0, "w": 604_800.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DEFAULTS = EngineConfig()
+
+
+def parse_duration(text: str) -> float:
+    """Return seconds from a duration: ``"90"``, ``"45s"``, ``"12h"``, ``"7d"``...
+
+    >>> parse_duration("7d"), parse_duration("1.5h"), parse_duration("20")
+    (604800.0, 5400.0, 20.0)
+    """
+    match = _DURATION.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive duration such as 7d, 12h, 30m or 45s, got {text!r}"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Add the sampler and model options every engine-running command shares."""
+    group = parser.add_argument_group("sampler and model")
+    group.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=_DEFAULTS.sampler,
+        help="negative sampler (default: %(default)s)",
+    )
+    group.add_argument(
+        "--negatives",
+        type=int,
+        default=_DEFAULTS.negatives,
+        metavar="K",
+        help="negatives per click (default: %(default)s)",
+    )
+    group.add_argument(
+        "--alpha",
+        type=float,
+        default=_DEFAULTS.alpha,
+        help="exponent on decayed popularity before sampling (default: %(default)s)",
+    )
+    group.add_argument(
+        "--half-life",
+        type=parse_duration,
+        default=_DEFAULTS.half_life,
+        metavar="DURATION",
+        help="half-life of popularity counters in event time, e.g. 7d (default: 30d)",
+    )
+    group.add_argument(
+        "--learning-rate",
+        type=float,
+        default=_DEFAULTS.learning_rate,
+        help="SGD learning rate of the online model (default: %(default)s)",
+    )
+    group.add_argument(
+        "--factors",
+        type=int,
+        default=_DEFAULTS.n_factors,
+        help="latent factors of the online model (default: %(default)s)",
+    )
+    group.add_argument(
+        "--mix",
+        type=float,
+        default=_DEFAULTS.mix,
+        metavar="F",
+        help="share of ICPNS negatives drawn uniformly (default: %(default)s)",
+    )
+    group.add_argument(
+        "--hard-candidates",
+        type=int,
+        default=_DEFAULTS.hard_candidates,
+        metavar="M",
+        help="uniform candidates the hard sampler scores (default: %(default)s)",
+    )
+    group.add_argument(
+        "--refresh-every",
+        type=int,
+        default=_DEFAULTS.refresh_every,
+        metavar="N",
+        help="clicks between community refreshes (default: %(default)s)",
+    )
+    group.add_argument(
+        "--seed", type=int, default=_DEFAULTS.seed, help="random seed (default: 0)"
+    )
+
+
+def engine_config_from_args(args: argparse.Namespace, **overrides: Any) -> EngineConfig:
+    """Build the engine configuration from parsed `add_engine_options` options."""
+    values: dict[str, Any] = {
+        "sampler": args.sampler,
+        "negatives": args.negatives,
+        "alpha": args.alpha,
+        "half_life": args.half_life,
+        "learning_rate": args.learning_rate,
+        "n_factors": args.factors,
+        "seed": args.seed,
+        "mix": args.mix,
+        "hard_candidates": args.hard_candidates,
+        "refresh_every": args.refresh_every,
+    }
+    values.update(overrides)
+    return EngineConfig(**values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (IcpnsError, ValueError, OSError) as exc:
+        # One clear line for the user, never a traceback for a bad input.
+        print(f"icpns-stream: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("icpns-stream: interrupted", file=sys.stderr)
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="icpns-stream",
+        description="Streaming In-Community Popularity Negative Sampling.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="logging level on stderr (default: %(default)s)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_replay_parser(commands)
+    _add_kafka_parsers(commands)
+    return parser
+
+
+def _add_replay_parser(commands: Any) -> None:
+    replay = commands.add_parser(
+        "replay",
+        help="replay a logged click stream, learning online and reporting quality",
+        description=(
+            "Replay a logged click stream in timestamp order: rank each click "
+            "before learning from it, sample explained negatives, learn online."
+        ),
+    )
+    replay.add_argument("path", type=Path, help="logged click file")
+    _add_input_options(replay)
+    add_engine_options(replay)
+    out = replay.add_argument_group("outputs")
+    out.add_argument("--report-json", type=Path, metavar="FILE", help="JSON report")
+    out.add_argument(
+        "--negatives-out", type=Path, metavar="FILE", help="negatives as JSONL"
+    )
+    out.add_argument(
+        "--dead-letter", type=Path, metavar="FILE", help="malformed rows as JSONL"
+    )
+    out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    replay.set_defaults(handler=_run_replay)
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("input")
+    group.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", *FORMATS),
+        help="file format; auto decides from the content (default: auto)",
+    )
+    group.add_argument(
+        "--min-rating",
+        type=float,
+        metavar="R",
+        help="keep only rows rated R or more as clicks",
+    )
+    group.add_argument(
+        "--limit", type=int, metavar="N", help="replay only the first N events"
+    )
+
+
+def _add_kafka_parsers(commands: Any) -> None:
+    # Imported here so the engine and the replay never need the Kafka client.
+    try:
+        from consumers.commands import add_parsers
+    except ImportError as exc:
+        logger.debug("Kafka commands unavailable: %s", exc)
+        return
+    add_parsers(commands)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    config = engine_config_from_args(args)
+    log = load_replay(args.path, fmt=args.format, min_rating=args.min_rating)
+    console = Console(stderr=True)
+    if log.dead_letters:
+        console.print(
+            f"[yellow]{len(log.dead_letters)} malformed rows skipped[/]"
+            + ("" if args.dead_letter else " (use --dead-letter FILE to keep them)")
+        )
+    if args.dead_letter is not None:
+        with DeadLetterWriter(args.dead_letter) as writer:
+            for dead in log.dead_letters:
+                writer.write(dead)
+
+    engine = Engine(config)
+    with (
+        _optional_jsonl(args.negatives_out) as write_negatives,
+        _progress_bar(console, disabled=args.no_progress) as on_progress,
+    ):
+        report = replay_log(
+            engine,
+            log,
+            limit=args.limit,
+            on_negatives=write_negatives,
+            on_progress=on_progress,
+        )
+    report["source"] = str(args.path)
+    if args.report_json is not None:
+        args.report_json.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(_summary_table(report))
+    return 0
+
+
+@contextmanager
+def _optional_jsonl(
+    path: Path | None,
+) -> Iterator[Callable[[list[Negative]], None] | None]:
+    """Yield a writer of negatives as JSON lines, or None without a path."""
+    if path is None:
+        yield None
+        return
+    dumps = json.dumps
+    with path.open("w", encoding="utf-8") as file:
+
+        def write(negatives: list[Negative]) -> None:
+            file.write("".join(dumps(n.to_dict()) + "\n" for n in negatives))
+
+        yield write
+
+
+@contextmanager
+def _progress_bar(
+    console: Console, *, disabled: bool
+) -> Iterator[Callable[[int, int, Engine], None]]:
+    """Yield a progress callback showing events/s and windowed NDCG@10."""
+    progress = Progress(
+        TextColumn("[bold]replay"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>7.0f} ev/s"),
+        TextColumn("ndcg@10 (window) {task.fields[ndcg]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disabled,
+    )
+    task = progress.add_task("replay", total=None, rate=0.0, ndcg=0.0)
+
+    def update(done: int, total: int, engine: Engine) -> None:
+        speed = progress.tasks[0].speed or 0.0
+        ndcg = engine.evaluator.result().get("window_ndcg@10", 0.0)
+        progress.update(task, completed=done, total=total, rate=speed, ndcg=ndcg)
+
+    with progress:
+        yield update
+
+
+def _summary_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"replay summary ({report['sampler']})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("events", f"{report['events']:,}"),
+        ("skipped (malformed)", f"{report['skipped']:,}"),
+        ("filtered (rating)", f"{report['filtered']:,}"),
+        ("duplicates", f"{report['duplicates']:,}"),
+        ("users / items", f"{report['users']:,} / {report['items']:,}"),
+        ("communities", f"{report['communities']}"),
+        ("largest community", f"{report['largest_community_share']:.1%}"),
+        ("HR@10", f"{report['hr@10']:.4f}"),
+        ("NDCG@10", f"{report['ndcg@10']:.4f}"),
+        ("MRR@10", f"{report['mrr@10']:.4f}"),
+        ("most-popular HR@10", f"{report['most_popular_hr@10']:.4f}"),
+        ("most-popular NDCG@10", f"{report['most_popular_ndcg@10']:.4f}"),
+        ("unseen items (misses)", f"{report['unseen_items']:,}"),
+        ("negatives / event", f"{report['negatives_per_event']:.2f}"),
+        ("events / s", f"{report['events_per_second']:,.0f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+if __name__ == "__main__":
+    sys.exit(main())
