@@ -26,8 +26,10 @@ from rich.table import Table
 from icpns_stream.dead_letters import DeadLetterWriter
 from icpns_stream.engine import Engine, EngineConfig
 from icpns_stream.exceptions import IcpnsError
+from icpns_stream.ndcg_plot import plot_ndcg_curves
 from icpns_stream.readers import FORMATS, load_replay
 from icpns_stream.replay import replay_log
+from icpns_stream.sampler_comparison import SamplerRun, compare_samplers
 from icpns_stream.samplers import SAMPLERS
 from icpns_stream.samplers.base import Negative
 
@@ -178,6 +180,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_replay_parser(commands)
+    _add_evaluate_parser(commands)
     _add_kafka_parsers(commands)
     return parser
 
@@ -204,6 +207,45 @@ def _add_replay_parser(commands: Any) -> None:
     )
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     replay.set_defaults(handler=_run_replay)
+
+
+def _add_evaluate_parser(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="compare samplers side by side on one stream",
+        description=(
+            "Train one copy of the same online model per sampler on the same "
+            "events and compare ranking quality, speed and false negatives."
+        ),
+    )
+    evaluate.add_argument("path", type=Path, help="logged click file")
+    evaluate.add_argument(
+        "--samplers",
+        type=_sampler_list,
+        default=("icpns", "uniform", "popularity", "hard"),
+        metavar="LIST",
+        help="comma-separated samplers (default: icpns,uniform,popularity,hard)",
+    )
+    _add_input_options(evaluate)
+    add_engine_options(evaluate)
+    out = evaluate.add_argument_group("outputs")
+    out.add_argument("--report-json", type=Path, metavar="FILE", help="JSON report")
+    out.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="windowed NDCG@10 plot"
+    )
+    out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    evaluate.set_defaults(handler=_run_evaluate)
+
+
+def _sampler_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in SAMPLERS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown sampler {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(SAMPLERS)}"
+        )
+    return names
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -266,6 +308,74 @@ def _run_replay(args: argparse.Namespace) -> int:
         args.report_json.write_text(json.dumps(report, indent=2) + "\n")
     console.print(_summary_table(report))
     return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    config = engine_config_from_args(args)
+    log = load_replay(args.path, fmt=args.format, min_rating=args.min_rating)
+    events = log.events if args.limit is None else log.events[: args.limit]
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description:>10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=args.no_progress,
+    )
+    tasks = {name: progress.add_task(name, total=len(events)) for name in args.samplers}
+
+    def on_progress(name: str, done: int, total: int) -> None:
+        progress.update(tasks[name], completed=done)
+
+    with progress:
+        runs = compare_samplers(events, args.samplers, config, on_progress=on_progress)
+
+    report = {
+        "source": str(args.path),
+        "events": len(events),
+        "skipped": len(log.dead_letters),
+        "filtered": log.filtered,
+        "samplers": {run.sampler: run.report for run in runs},
+    }
+    if args.report_json is not None:
+        args.report_json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot is not None:
+        plot_ndcg_curves(
+            runs,
+            args.plot,
+            window=config.window,
+            title=f"{args.path.name}: {len(events):,} events, K={config.negatives}",
+        )
+    console.print(_comparison_table(runs))
+    return 0
+
+
+def _comparison_table(runs: Sequence[SamplerRun]) -> Table:
+    table = Table(title="samplers side by side (prequential, whole stream)")
+    for column in ("sampler", "HR@10", "NDCG@10", "MRR@10", "events/s", "false neg."):
+        table.add_column(column, justify="left" if column == "sampler" else "right")
+    for run in runs:
+        r = run.report
+        table.add_row(
+            run.sampler,
+            f"{r['hr@10']:.4f}",
+            f"{r['ndcg@10']:.4f}",
+            f"{r['mrr@10']:.4f}",
+            f"{r['events_per_second']:,.0f}",
+            f"{r['false_negative_rate']:.4f}",
+        )
+    if runs:
+        r = runs[0].report
+        table.add_row(
+            "most popular",
+            f"{r['most_popular_hr@10']:.4f}",
+            f"{r['most_popular_ndcg@10']:.4f}",
+            f"{r['most_popular_mrr@10']:.4f}",
+            "-",
+            "-",
+        )
+    return table
 
 
 @contextmanager
