@@ -114,7 +114,7 @@ def normalise_timestamp(value: object) -> float:
         raise InvalidEventError(f"timestamp must be a number or ISO-8601, got {value}")
     seconds: float
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds = _number_seconds(value)
     elif isinstance(value, str):
         seconds = _parse_timestamp_text(value.strip())
     else:
@@ -123,8 +123,6 @@ def normalise_timestamp(value: object) -> float:
         )
     if not math.isfinite(seconds):
         raise InvalidEventError(f"timestamp is not finite: {value!r}")
-    if seconds > _MILLISECONDS_ABOVE:
-        seconds /= 1000.0
     if seconds < 0 or seconds > MAX_TIMESTAMP:
         raise InvalidEventError(f"timestamp out of range (1970-2100): {value!r}")
     return seconds
@@ -134,9 +132,11 @@ def _parse_timestamp_text(text: str) -> float:
     if not text:
         raise InvalidEventError("timestamp is empty")
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         pass
+    else:
+        return _number_seconds(number)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
@@ -144,6 +144,19 @@ def _parse_timestamp_text(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _number_seconds(value: int | float) -> float:
+    # Only numbers can be milliseconds: an ISO date in year 5138 must stay absurd.
+    try:
+        seconds = float(value)
+    except OverflowError as exc:
+        raise InvalidEventError(
+            "timestamp out of range (1970-2100): too large"
+        ) from exc
+    if seconds > _MILLISECONDS_ABOVE:
+        seconds /= 1000.0
+    return seconds
 
 
 def parse_event(obj: object) -> ClickEvent:
@@ -188,7 +201,7 @@ def _parse_rating(value: object) -> float | None:
         raise InvalidEventError(f"rating must be a number, got {value}")
     try:
         rating = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidEventError(f"rating is not a number: {value!r}") from exc
     if not math.isfinite(rating):
         raise InvalidEventError(f"rating is not finite: {value!r}")
@@ -216,4 +229,10 @@ def decode_event(raw: bytes | str) -> ClickEvent:
         raise InvalidEventError(
             f"not valid JSON: {exc.msg} at column {exc.colno}"
         ) from exc
+    except ValueError as exc:
+        # The only other ValueError json raises: an integer past Python's digit limit.
+        raise InvalidEventError("not valid JSON: a number has too many digits") from exc
+    except RecursionError as exc:
+        # Hostile nesting must become a dead letter, not stop the consumer.
+        raise InvalidEventError("not valid JSON: nested too deeply") from exc
     return parse_event(obj)

@@ -1,0 +1,244 @@
+"""Tests of the click-event contract: ids, timestamps and decoding."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from icpns_stream.events import (
+    MAX_TIMESTAMP,
+    ClickEvent,
+    decode_event,
+    normalise_id,
+    normalise_timestamp,
+    parse_event,
+)
+from icpns_stream.exceptions import InvalidEventError
+
+__all__: list[str] = []
+
+T0 = 1_700_000_000
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(196, "196"), ("196", "196"), ("  u7 ", "u7"), (196.0, "196"), (0, "0")],
+)
+def test_ids_are_normalised_to_strings(value: object, expected: str) -> None:
+    assert normalise_id(value, "user_id") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (True, "user_id must be a string or integer, got True"),
+        (False, "user_id must be a string or integer, got False"),
+        (None, "user_id is missing or null"),
+        ("   ", "user_id is empty"),
+        (1.5, "user_id must be a string or integer, got float"),
+        ([1], "user_id must be a string or integer, got list"),
+    ],
+)
+def test_bad_ids_are_rejected_with_the_field_named(value: object, reason: str) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        normalise_id(value, "user_id")
+    assert str(caught.value) == reason
+
+
+def test_integer_and_string_ids_name_the_same_user() -> None:
+    a = parse_event({"user_id": 196, "item_id": 242, "timestamp": T0})
+    b = parse_event({"user_id": "196", "item_id": "242", "timestamp": str(T0)})
+    assert a == b
+    assert (a.user_id, a.item_id) == ("196", "242")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (T0, 1_700_000_000.0),
+        (T0 + 0.25, 1_700_000_000.25),
+        (T0 * 1000, 1_700_000_000.0),
+        (T0 * 1000 + 500, 1_700_000_000.5),
+        (str(T0), 1_700_000_000.0),
+        (f" {T0 * 1000} ", 1_700_000_000.0),
+        ("2023-11-14T22:13:20Z", 1_700_000_000.0),
+        ("2023-11-14T22:13:20+00:00", 1_700_000_000.0),
+        ("2023-11-14T23:13:20+01:00", 1_700_000_000.0),
+        ("2023-11-14T22:13:20", 1_700_000_000.0),
+        ("2023-11-14", 1_699_920_000.0),
+        (0, 0.0),
+        (MAX_TIMESTAMP, MAX_TIMESTAMP),
+    ],
+)
+def test_timestamps_in_seconds_milliseconds_and_iso(
+    value: object, expected: float
+) -> None:
+    assert normalise_timestamp(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "timestamp is missing or null"),
+        (True, "timestamp must be a number or ISO-8601, got True"),
+        ("", "timestamp is empty"),
+        ("yesterday", "timestamp is not parseable: 'yesterday'"),
+        (float("nan"), "timestamp is not finite: nan"),
+        ("inf", "timestamp is not finite: 'inf'"),
+        (-1, "timestamp out of range (1970-2100): -1"),
+        (MAX_TIMESTAMP + 1, "timestamp out of range (1970-2100): 4102444801.0"),
+        # Far-future milliseconds: year 2100 and a bit.
+        (4_200_000_000_000, "timestamp out of range (1970-2100): 4200000000000"),
+        ("2150-01-01", "timestamp out of range (1970-2100): '2150-01-01'"),
+        # A far-future ISO date is absurd; it must not be read as milliseconds.
+        (
+            "9999-12-31T00:00:00Z",
+            "timestamp out of range (1970-2100): '9999-12-31T00:00:00Z'",
+        ),
+        (10**400, "timestamp out of range (1970-2100): too large"),
+        ([T0], "timestamp must be a number or ISO-8601, got list"),
+    ],
+)
+def test_absurd_timestamps_are_rejected(value: object, reason: str) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        normalise_timestamp(value)
+    assert str(caught.value) == reason
+
+
+@given(st.integers(min_value=100_000_001, max_value=int(MAX_TIMESTAMP)))
+def test_seconds_milliseconds_and_iso_agree(seconds: int) -> None:
+    # From 1973 on, the same instant in seconds, milliseconds and ISO-8601.
+    assert normalise_timestamp(seconds) == float(seconds)
+    assert normalise_timestamp(seconds * 1000) == float(seconds)
+    iso = datetime.fromtimestamp(seconds, UTC).isoformat()
+    assert normalise_timestamp(iso) == float(seconds)
+
+
+def test_parse_event_keeps_optional_fields() -> None:
+    event = parse_event(
+        {
+            "user_id": 1,
+            "item_id": "x",
+            "timestamp": T0,
+            "event_id": 99,
+            "event_type": "click",
+            "rating": "4.5",
+        }
+    )
+    assert event == ClickEvent("1", "x", 1_700_000_000.0, "99", "click", 4.5)
+    assert event.to_dict() == {
+        "user_id": "1",
+        "item_id": "x",
+        "timestamp": 1_700_000_000.0,
+        "event_id": "99",
+        "event_type": "click",
+        "rating": 4.5,
+    }
+
+
+def test_empty_optional_fields_become_none() -> None:
+    event = parse_event(
+        {
+            "user_id": 1,
+            "item_id": 2,
+            "timestamp": T0,
+            "event_id": "",
+            "event_type": "",
+            "rating": "",
+        }
+    )
+    assert (event.event_id, event.event_type, event.rating) == (None, None, None)
+    assert event.to_dict() == {"user_id": "1", "item_id": "2", "timestamp": T0}
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        ([1, 2, 3], "event must be a JSON object, got list"),
+        ({"item_id": 1, "timestamp": T0}, "user_id is missing or null"),
+        (
+            {"user_id": 1, "item_id": None, "timestamp": T0},
+            "item_id is missing or null",
+        ),
+        ({"user_id": 1, "item_id": 2}, "timestamp is missing or null"),
+        (
+            {"user_id": 1, "item_id": 2, "timestamp": T0, "event_type": 3},
+            "event_type must be a string, got int",
+        ),
+        (
+            {"user_id": 1, "item_id": 2, "timestamp": T0, "rating": "good"},
+            "rating is not a number: 'good'",
+        ),
+        (
+            {"user_id": 1, "item_id": 2, "timestamp": T0, "rating": True},
+            "rating must be a number, got True",
+        ),
+        (
+            {"user_id": 1, "item_id": 2, "timestamp": T0, "rating": "nan"},
+            "rating is not finite: 'nan'",
+        ),
+    ],
+)
+def test_parse_event_rejects_contract_breaks(obj: object, reason: str) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        parse_event(obj)
+    assert str(caught.value) == reason
+
+
+def test_decode_event_from_bytes_and_text() -> None:
+    line = json.dumps({"user_id": 3, "item_id": 4, "timestamp": "2023-11-14T22:13:20Z"})
+    expected = ClickEvent("3", "4", 1_700_000_000.0)
+    assert decode_event(line) == expected
+    assert decode_event(line.encode()) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"user_id": "\xff"}', "not UTF-8: invalid start byte at byte 13"),
+        ('{"user_id": 1, "item_id": 2, "timest', "not valid JSON: "),
+        ("", "not valid JSON: Expecting value at column 1"),
+        ("[1, 2]", "event must be a JSON object, got list"),
+        ('"click"', "event must be a JSON object, got str"),
+        ("null", "event must be a JSON object, got NoneType"),
+        (
+            '{"user_id": 1, "item_id": 2, "timestamp": 1' + "0" * 5000 + "}",
+            "not valid JSON: a number has too many digits",
+        ),
+        ("[" * 100_000, "not valid JSON: nested too deeply"),
+        (
+            '{"user_id": 1, "item_id": 2, "timestamp": 1' + "0" * 400 + "}",
+            "timestamp out of range (1970-2100): too large",
+        ),
+        (
+            '{"user_id": 1, "item_id": 2, "timestamp": 1, "rating": 1'
+            + "0" * 400
+            + "}",
+            "rating is not a number: 1" + "0" * 400,
+        ),
+    ],
+)
+def test_decode_event_turns_every_bad_input_into_invalid_event(
+    raw: bytes | str, reason: str
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        decode_event(raw)
+    assert str(caught.value).startswith(reason)
+
+
+def test_decode_event_reports_where_json_breaks() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        decode_event('{"user_id": 1,, "item_id": 2}')
+    assert str(caught.value) == (
+        "not valid JSON: Expecting property name enclosed in double quotes at column 15"
+    )
+
+
+def test_click_event_is_immutable() -> None:
+    event = ClickEvent("1", "2", 3.0)
+    with pytest.raises(AttributeError):
+        event.user_id = "9"  # type: ignore[misc]
