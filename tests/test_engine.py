@@ -1,0 +1,133 @@
+"""Tests of the engine's per-click loop: order, exclusions, dedupe, determinism."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+
+from icpns_stream.engine import Engine, EngineConfig
+from icpns_stream.events import ClickEvent
+from icpns_stream.readers import load_replay
+
+SAMPLE = Path(__file__).resolve().parents[1] / "icpns_stream" / "data" / "ml-100k.inter"
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[ClickEvent]:
+    return load_replay(SAMPLE).events[:3_000]
+
+
+@pytest.mark.parametrize("sampler", ["icpns", "uniform", "popularity", "hard"])
+def test_negatives_are_never_earlier_clicks(
+    stream: list[ClickEvent], sampler: str
+) -> None:
+    engine = Engine(EngineConfig(sampler=sampler, refresh_every=500))
+    clicked: dict[str, set[str]] = {}
+    for event in stream:
+        clicked.setdefault(event.user_id, set()).add(event.item_id)
+        outcome = engine.process(event)
+        items = [n.item_id for n in outcome.negatives]
+        eligible = len(engine.catalog) - len(clicked[event.user_id])
+        assert len(items) == len(set(items)) == min(4, eligible)
+        for negative in outcome.negatives:
+            assert negative.item_id not in clicked[event.user_id]
+            assert negative.user_id == event.user_id
+            assert negative.positive_item_id == event.item_id
+            assert negative.timestamp == event.timestamp
+            assert 0.0 < negative.probability <= 1.0
+            assert math.isfinite(negative.popularity)
+    engine.catalog._check()
+    engine.communities._check()
+    assert engine.events == len(stream)
+
+
+def test_redelivered_event_is_learned_once() -> None:
+    engine = Engine(EngineConfig(negatives=1))
+    first = ClickEvent("u", "a", 10.0, event_id="e1")
+    engine.process(ClickEvent("v", "b", 5.0))
+    assert not engine.process(first).duplicate
+    again = engine.process(first)
+    assert again.duplicate and again.negatives == []
+    assert (engine.events, engine.duplicates) == (2, 1)
+
+
+def test_dedupe_window_forgets_the_oldest_ids() -> None:
+    engine = Engine(EngineConfig(negatives=0, dedupe_window=2))
+    for index in range(3):
+        engine.process(ClickEvent("u", f"i{index}", float(index), event_id=str(index)))
+    # "0" fell out of the window of two, "2" did not.
+    assert not engine.process(ClickEvent("u", "i0", 4.0, event_id="0")).duplicate
+    assert engine.process(ClickEvent("u", "i2", 5.0, event_id="2")).duplicate
+
+
+def test_same_seed_same_negatives_and_report(stream: list[ClickEvent]) -> None:
+    def run() -> tuple[list[tuple[str, str]], dict[str, object]]:
+        engine = Engine(EngineConfig(seed=7, refresh_every=700))
+        drawn = [
+            (n.user_id, n.item_id)
+            for event in stream[:1_500]
+            for n in engine.process(event).negatives
+        ]
+        return drawn, engine.report()
+
+    assert run() == run()
+
+
+def test_checkpointed_engine_continues_exactly(stream: list[ClickEvent]) -> None:
+    config = EngineConfig(refresh_every=400)
+    straight = Engine(config)
+    for event in stream[:2_000]:
+        straight.process(event)
+
+    # Pickle half-way, as a checkpoint does, then resume from the copy.
+    resumed = Engine(config)
+    for event in stream[:1_000]:
+        resumed.process(event)
+    resumed = pickle.loads(pickle.dumps(resumed))
+    for event in stream[1_000:2_000]:
+        resumed.process(event)
+
+    assert resumed.state_summary() == straight.state_summary()
+    assert resumed.report() == straight.report()
+
+
+def test_report_counts_what_it_saw(stream: list[ClickEvent]) -> None:
+    engine = Engine(EngineConfig(sampler="uniform", negatives=3))
+    for event in stream[:500]:
+        engine.process(event)
+    report = engine.report()
+    assert report["events"] == 500
+    assert report["users"] == len({e.user_id for e in stream[:500]})
+    assert report["items"] == len({e.item_id for e in stream[:500]})
+    assert report["negatives_per_event"] == 3.0
+    assert report["sampler"] == "uniform"
+    assert report["starved_events"] == 0
+    assert 0.0 <= report["hr@10"] <= 1.0
+    assert report["ndcg@10"] <= report["hr@10"]
+
+
+def test_user_who_clicked_everything_gets_no_negatives() -> None:
+    engine = Engine(EngineConfig(negatives=2))
+    for t, item in enumerate(["a", "b", "c"]):
+        engine.process(ClickEvent("u", item, float(t)))
+    outcome = engine.process(ClickEvent("u", "a", 9.0))
+    assert outcome.negatives == []
+    assert engine.report()["starved_events"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("sampler", "best", "sampler must be one of"),
+        ("negatives", -1, "negatives must be"),
+        ("alpha", 0.0, "alpha must be positive"),
+        ("half_life", float("inf"), "half_life must be positive"),
+        ("mix", 1.5, "mix must be between 0 and 1"),
+    ],
+)
+def test_config_names_the_bad_value(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EngineConfig(**{field: value})  # type: ignore[arg-type]
