@@ -226,8 +226,11 @@ def decode_event(raw: bytes | str) -> ClickEvent:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
+        # Some of json's messages end in "at" already ("Unterminated string
+        # starting at"); without the strip the reason would read "at at".
+        message = exc.msg.removesuffix(" at")
         raise InvalidEventError(
-            f"not valid JSON: {exc.msg} at column {exc.colno}"
+            f"not valid JSON: {message} at column {exc.colno}"
         ) from exc
     except ValueError as exc:
         # The only other ValueError json raises: an integer past Python's digit limit.

@@ -230,6 +230,14 @@ def test_decode_event_turns_every_bad_input_into_invalid_event(
     assert str(caught.value).startswith(reason)
 
 
+def test_decode_event_says_at_column_once() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        decode_event('{"user_id": "abc')
+    assert str(caught.value) == (
+        "not valid JSON: Unterminated string starting at column 13"
+    )
+
+
 def test_decode_event_reports_where_json_breaks() -> None:
     with pytest.raises(InvalidEventError) as caught:
         decode_event('{"user_id": 1,, "item_id": 2}')
