@@ -195,6 +195,7 @@ class DecayedPopularity:
             self._order.remove((old, item_id))
         self._store(slot, item_id, old + added)
         self._scaled_total += added
+        self._settle()
 
     def advance(self, timestamp: float) -> None:
         """Move the clock to ``timestamp`` if later, dropping decayed counters.
@@ -225,6 +226,7 @@ class DecayedPopularity:
             self._release(item_id, scaled)
         if not order:
             self._reset(self.clock)
+        self._settle()
 
     def value(self, item_id: ItemId, timestamp: float) -> float:
         """Return the decayed count of ``item_id`` at ``timestamp`` (0 if unheld)."""
@@ -406,25 +408,28 @@ class DecayedPopularity:
     def _release(self, item_id: ItemId, scaled: float) -> None:
         """Free the slot of a pruned item (already out of the sorted order)."""
         slot = self._slot.pop(item_id)
-        self._tree_add(slot, -self._weights[slot])
+        weight = self._weights[slot]
         self._items[slot] = None
         self._scaled[slot] = 0.0
         self._weights[slot] = 0.0
         self._free.append(slot)
         self._scaled_total -= scaled
+        self._tree_add(slot, -weight)
 
     def _tree_add(self, slot: int, delta: float) -> None:
-        """Add ``delta`` to a slot's weight, rebuilding now and then."""
+        """Add ``delta`` to the tree's and the total's view of a slot's weight."""
         self._mass += delta
         tree, size = self._tree, self._size
         index = slot + 1
         while index <= size:
             tree[index] += delta
             index += index & -index
+        self._edits += 1
 
+    def _settle(self) -> None:
+        """Rebuild the sums if many edits have gone into them since the last time."""
         # Sums built by additions drift; an O(n) rebuild every O(n) edits
         # keeps them exact to a few ulps at O(1) amortised cost.
-        self._edits += 1
         if self._edits > max(1024, 8 * self._size):
             self._rebuild_tree()
 

@@ -153,6 +153,21 @@ def test_rescaling_matches_oracle() -> None:
     assert len(references) >= 9
 
 
+def test_sums_stay_exact_over_many_edits_without_rescaling() -> None:
+    # 2,100 clicks (two rebuilds of the sums) within two half-lives: no
+    # rescaling, so only the periodic rebuild keeps the running sums honest.
+    counts = DecayedPopularity(half_life=1_000.0, alpha=0.8, floor=1e-3)
+    oracle = OracleCounts(1_000.0, 0.8, 1e-3)
+    rng = random.Random(8)
+    for step in range(2_100):
+        item, weight = f"i{rng.randrange(20)}", rng.choice([1.0, 0.5])
+        counts.update(item, step * 0.6, weight)
+        oracle.update(item, step * 0.6, weight)
+        if step % 100 == 99:
+            assert_matches(counts, oracle, step * 0.6)
+    assert counts._t_ref == 0.0
+
+
 def test_thousands_of_half_lives_stay_finite() -> None:
     # Three items clicked in turn, one click per half-life: at its click an
     # item's count is the geometric sum 1 / (1 - 2**-3).
