@@ -62,7 +62,7 @@ class EngineConfig:
     negatives: int = 4
     alpha: float = 0.1
     half_life: float = 30 * _DAY
-    learning_rate: float = 0.1
+    learning_rate: float = 0.2
     n_factors: int = 32
     seed: int = 0
     mix: float = 0.0
