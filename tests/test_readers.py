@@ -288,6 +288,7 @@ def test_unknown_content_asks_for_a_format(tmp_path: Path, text: str) -> None:
     assert message.startswith(f"cannot tell the format of {path} from its first line")
     assert "jsonl, csv, movielens-tab, movielens-dat, movielens-csv, recbole" in message
     assert "--format NAME" in message
+    assert ("a csv file needs a header naming" in message) == ("," in text)
 
 
 def test_empty_file_needs_a_format_and_then_holds_no_rows(tmp_path: Path) -> None:
