@@ -46,11 +46,12 @@ def uniform_draws(
     catalog: ItemCatalog,
     n: int,
     exclude: Collection[ItemId],
-) -> list[tuple[ItemId, float]]:
+) -> list[tuple[ItemId, int]]:
     """Draw up to ``n`` distinct catalog items uniformly, none in ``exclude``.
 
-    Each comes with its probability in the draw that picked it: one over the
-    number of catalog items outside ``exclude`` and outside the earlier picks.
+    Each comes with the number of items the draw that picked it chose from
+    (its probability is one over that): the catalog items outside ``exclude``
+    and outside the earlier picks.
     ``exclude`` must answer ``in`` in O(1) and hold no item twice. Picks cost
     O(1) each by rejection while a quarter of the catalog is eligible (after
     one O(|exclude|) count); below that, or after 32 rejected tries, the rest
@@ -59,7 +60,7 @@ def uniform_draws(
     ids = catalog.ids
     size = len(ids)
     eligible = size - sum(map(catalog.__contains__, exclude))
-    draws: list[tuple[ItemId, float]] = []
+    draws: list[tuple[ItemId, int]] = []
     picked: set[ItemId] = set()
     uniforms: list[float] = []
     while len(draws) < n and eligible > 0:
@@ -72,7 +73,7 @@ def uniform_draws(
         if item_id is None:
             draws.extend(_exact_uniform(rng, catalog, n - len(draws), exclude, picked))
             break
-        draws.append((item_id, 1.0 / eligible))
+        draws.append((item_id, eligible))
         picked.add(item_id)
         eligible -= 1
     return draws
@@ -104,7 +105,7 @@ def _exact_uniform(
     n: int,
     exclude: Collection[ItemId],
     picked: Collection[ItemId],
-) -> list[tuple[ItemId, float]]:
+) -> list[tuple[ItemId, int]]:
     """Draw up to ``n`` items without replacement from the eligible indices."""
     eligible_mask = np.ones(len(catalog), dtype=bool)
     for item_id in itertools.chain(exclude, picked):
@@ -116,7 +117,7 @@ def _exact_uniform(
     # A random ordered sample: each position is uniform over what is left.
     chosen = rng.choice(eligible, size=min(n, len(eligible)), replace=False)
     return [
-        (catalog.ids[index], 1.0 / (len(eligible) - position))
+        (catalog.ids[index], len(eligible) - position)
         for position, index in enumerate(chosen.tolist())
     ]
 
@@ -195,10 +196,10 @@ class NegativeDraws:
         self, rng: np.random.Generator, n: int, fallback: str | None
     ) -> None:
         """Draw up to ``n`` negatives uniformly from the catalog."""
-        for item_id, probability in uniform_draws(
+        for item_id, choices in uniform_draws(
             rng, self.context.catalog, n, self.excluded
         ):
-            self.add(item_id, self.global_value(item_id), probability, fallback)
+            self.add(item_id, self.global_value(item_id), 1.0 / choices, fallback)
 
     def global_value(self, item_id: ItemId) -> float:
         """Return the item's global decayed count at the click time."""

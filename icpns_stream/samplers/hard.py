@@ -110,15 +110,15 @@ class HardSampler(SeededSampler):
                 f"{scores.shape}"
             )
 
-        # Groups share the pool evenly; the first item of a group was drawn
-        # with probability 1 / (items eligible then), hence the group's odds.
+        # Groups share the pool evenly; a group is a uniform draw from the
+        # items its first member was chosen from.
         groups = min(k, len(pool))
         start = 0
         for group in range(groups):
             size = len(pool) // groups + (group < len(pool) % groups)
             best = start + int(np.argmax(scores[start : start + size]))
             item_id = pool[best][0]
-            probability = size * pool[start][1]
+            probability = size / pool[start][1]
             draws.add(item_id, draws.global_value(item_id), probability, None)
             start += size
         return draws.negatives
