@@ -36,9 +36,15 @@ class Negative:
     popularity
         The item's decayed click count in the distribution it was drawn from
         (the community's, or the global one after a fallback) at ``timestamp``.
+        Items from a uniform draw (the uniform and hard samplers, the
+        ``"uniform"`` and ``"mix"`` fallbacks) carry their global count, 0.0
+        for an item no longer counted.
     probability
         The probability this item had of being picked by the draw that picked
-        it, after the user's own clicks were excluded.
+        it, after the user's own clicks and the negatives already picked for
+        this click were excluded (negatives are drawn without replacement).
+        For the hard sampler: the chance the item had of entering the group of
+        uniform candidates it then won on the model's score.
     fallback
         None when the sampler's own distribution produced the item; otherwise
         which fallback did: ``"global"`` or ``"uniform"`` (or ``"mix"`` for the
