@@ -21,6 +21,9 @@ __all__ = ["PlantedCommunitySimulator", "SimulationSummary"]
 #: random draws are taken a batch at a time, so changing it changes the stream.
 _BATCH = 2048
 
+#: Items shown per step unless told otherwise.
+_DEFAULT_SLATE = 10
+
 #: Candidates drawn per slate position, so that duplicates can be dropped and a
 #: slate still fills up with distinct items.
 _OVERSAMPLE = 2
@@ -103,8 +106,9 @@ class PlantedCommunitySimulator:
     seed
         Seed of everything; the same seed writes the same bytes.
     slate_size
-        Items shown per step, at most ``n_items``. A slate may come out a
-        little shorter when its candidate draws repeat too often.
+        Items shown per step, at most ``n_items``; by default 10, or
+        ``n_items`` when fewer. A slate may come out a little shorter when its
+        candidate draws repeat too often.
     zipf_exponent
         Exponent ``s`` of the popularity law: the item of rank ``r`` (from 1)
         is drawn with weight ``r ** -s``. 0 is uniform.
@@ -180,7 +184,7 @@ class PlantedCommunitySimulator:
         n_communities: int,
         seed: int = 0,
         *,
-        slate_size: int = 10,
+        slate_size: int | None = None,
         zipf_exponent: float = 1.0,
         global_share: float = 0.2,
         random_share: float = 0.05,
@@ -196,6 +200,8 @@ class PlantedCommunitySimulator:
         _require_int("n_items", n_items, 1)
         _require_int("n_communities", n_communities, 1)
         _require_int("seed", seed, 0)
+        if slate_size is None:
+            slate_size = min(_DEFAULT_SLATE, n_items)
         _require_int("slate_size", slate_size, 1)
         _require_int("latent_dim", latent_dim, 1)
         if n_communities > n_users:

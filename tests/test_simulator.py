@@ -248,10 +248,9 @@ def test_community_sizes_vary_and_activity_is_skewed(tmp_path: Path) -> None:
 
 
 def test_every_community_gets_a_user_even_when_sizes_are_extreme() -> None:
-    simulator = PlantedCommunitySimulator(
-        10, 5, 10, seed=0, slate_size=5, size_concentration=0.01
-    )
+    simulator = PlantedCommunitySimulator(10, 5, 10, seed=0, size_concentration=0.01)
     simulator._check()
+    assert simulator.slate_size == 5
     assert simulator.community_sizes().tolist() == [1] * 10
 
 
