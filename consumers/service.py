@@ -1,0 +1,1007 @@
+"""The Kafka consumer service: clicks in, explained negatives out, state kept safe."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from kafka import (
+    AsyncConsumerRebalanceListener,
+    KafkaConsumer,
+    KafkaProducer,
+    OffsetAndMetadata,
+    TopicPartition,
+)
+from kafka.errors import KafkaError, KafkaTimeoutError
+
+from consumers.connection import connect, create_topic, require_topic
+from consumers.metrics import ServiceMetrics
+from consumers.output_ledger import OutputLedger
+from icpns_stream.checkpoint import Checkpoint
+from icpns_stream.dead_letters import DeadLetter
+from icpns_stream.engine import Engine, EngineConfig
+from icpns_stream.events import decode_event
+from icpns_stream.exceptions import CheckpointError, IcpnsError, InvalidEventError
+from icpns_stream.samplers.base import Negative
+
+__all__ = ["ConsumerService", "DeliveryError", "ServiceSettings"]
+
+logger = logging.getLogger(__name__)
+
+# Producer deliveries are retried until they succeed: an outage only delays
+# them, and a checkpoint never covers an output that was not written.
+_DELIVERY_TIMEOUT_MS = 2_147_483_647
+_POLL_TIMEOUT_MS = 500
+_METRICS_EVERY = 1.0
+_PROGRESS_LOG_EVERY = 60.0
+_MAX_RETRY_PAUSE = 60.0
+
+
+class DeliveryError(IcpnsError):
+    """An output message was refused by the broker for good (not an outage)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Where the service reads and writes, and how it paces its work.
+
+    Parameters
+    ----------
+    bootstrap_servers
+        Kafka ``HOST:PORT`` list, comma-separated.
+    topic
+        Input topic of click events (JSON).
+    group_id
+        Consumer group.
+    negatives_topic
+        Output topic of explained negatives (JSON, keyed by user).
+    dead_letter_topic
+        Output topic of malformed input messages with their reason.
+    checkpoint_dir
+        Directory of the state checkpoints; one service per directory.
+    checkpoint_every
+        Input messages between two checkpoints.
+    checkpoint_interval
+        Seconds after which pending work is checkpointed even below
+        ``checkpoint_every`` messages.
+    keep_checkpoints
+        Checkpoint files kept (the newest); older good ones are the fallback
+        when the newest is damaged.
+    auto_offset_reset
+        Where a partition with neither checkpoint nor committed offset starts:
+        ``"earliest"`` or ``"latest"``.
+    max_poll_records
+        Most messages handled per poll; bounds the work between two polls.
+    session_timeout_ms, heartbeat_interval_ms, max_poll_interval_ms
+        Consumer-group timeouts, in milliseconds (Kafka's meaning).
+    connect_retries
+        Attempts to reach the broker at start before giving up.
+    retry_backoff
+        First pause between attempts, in seconds; doubles after each failure.
+    flush_timeout
+        Seconds a checkpoint waits for outputs to be acknowledged before it
+        is postponed (the broker is probably away).
+    create_output_topics
+        Create the negatives and dead-letter topics when missing.
+    output_partitions
+        Partitions of the output topics it creates.
+    metrics_port
+        Port of the Prometheus ``/metrics`` endpoint; None serves none.
+    metrics_host
+        Address the metrics endpoint binds to.
+    exit_when_idle
+        Stop (checkpoint, commit, exit) after this many seconds with nothing
+        left to read; None runs until stopped.
+    client_id
+        Client id reported to the broker.
+    """
+
+    bootstrap_servers: str
+    topic: str
+    group_id: str
+    negatives_topic: str
+    dead_letter_topic: str
+    checkpoint_dir: Path
+    checkpoint_every: int = 5_000
+    checkpoint_interval: float = 30.0
+    keep_checkpoints: int = 3
+    auto_offset_reset: str = "earliest"
+    max_poll_records: int = 500
+    session_timeout_ms: int = 45_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    connect_retries: int = 5
+    retry_backoff: float = 1.0
+    flush_timeout: float = 30.0
+    create_output_topics: bool = False
+    output_partitions: int = 1
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    exit_when_idle: float | None = None
+    client_id: str = "icpns-stream"
+
+    def __post_init__(self) -> None:
+        for name in ("topic", "group_id", "negatives_topic", "dead_letter_topic"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must not be empty")
+        topics = {self.topic, self.negatives_topic, self.dead_letter_topic}
+        if len(topics) < 3:
+            raise ValueError(
+                "topic, negatives_topic and dead_letter_topic must differ, got "
+                f"{self.topic!r}, {self.negatives_topic!r}, {self.dead_letter_topic!r}"
+            )
+        if self.auto_offset_reset not in ("earliest", "latest"):
+            raise ValueError(
+                "auto_offset_reset must be 'earliest' or 'latest', "
+                f"got {self.auto_offset_reset!r}"
+            )
+        for name in (
+            "checkpoint_every",
+            "keep_checkpoints",
+            "max_poll_records",
+            "session_timeout_ms",
+            "heartbeat_interval_ms",
+            "max_poll_interval_ms",
+            "connect_retries",
+            "output_partitions",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("checkpoint_interval", "flush_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.retry_backoff < 0:
+            raise ValueError(
+                f"retry_backoff must be non-negative, got {self.retry_backoff}"
+            )
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                "heartbeat_interval_ms must be below session_timeout_ms, got "
+                f"{self.heartbeat_interval_ms} >= {self.session_timeout_ms}"
+            )
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65_535:
+            raise ValueError(
+                f"metrics_port must be between 0 and 65535, got {self.metrics_port}"
+            )
+        if self.exit_when_idle is not None and not self.exit_when_idle > 0:
+            raise ValueError(
+                f"exit_when_idle must be positive, got {self.exit_when_idle}"
+            )
+
+
+class ConsumerService:
+    """Consume clicks from Kafka, run them through the engine, write negatives.
+
+    Per input message: decode it (a malformed one goes to the dead-letter
+    topic with its reason, partition, offset and original bytes), let the
+    engine evaluate, learn and sample, and write each explained negative to
+    the negatives topic keyed by user. Every ``checkpoint_every`` messages
+    (and on stop, and before partitions are taken away in a rebalance) the
+    outputs are flushed, the whole engine is checkpointed with the input
+    offsets it covers, and only then are those offsets committed to the
+    group. On start the service resumes from its newest good checkpoint and
+    seeks to the offsets it recorded, reading its output topics back so that
+    outputs written after that checkpoint are not written twice.
+
+    Parameters
+    ----------
+    settings
+        Topics, group, checkpoint directory and pacing; see `ServiceSettings`.
+    config
+        Engine options for a fresh start; a checkpoint made with other options
+        is refused.
+    metrics
+        Where to count; a fresh `ServiceMetrics` when None.
+
+    Attributes
+    ----------
+    engine
+        The engine, once `run` has loaded or created it.
+    positions
+        Next input offset per partition covered by the engine's state.
+    last_checkpoint
+        The newest checkpoint saved or loaded.
+
+    Notes
+    -----
+    A message costs one decode, one engine step and K producer sends; a
+    checkpoint costs one pickle of the engine (a few MB for MovieLens-100k,
+    tens of ms) and two fsyncs. Saving state and offsets together and
+    committing after the save is the checkpoint-then-commit scheme of stream
+    processors such as Apache Flink (Carbone et al., "State Management in
+    Apache Flink", VLDB 2017), reduced to one process.
+
+    The engine's state is global (communities span all users), so the
+    service is meant to run as one instance per group. Several instances
+    each learn from the partitions they are given, each with its own state
+    and checkpoint directory; a partition that moves to another instance and
+    back is learned again from this instance's own offsets.
+
+    Examples
+    --------
+    >>> settings = ServiceSettings(
+    ...     "127.0.0.1:9092", "clicks", "icpns", "negatives", "clicks.dlq",
+    ...     Path("state"),
+    ... )
+    >>> settings.checkpoint_every, settings.auto_offset_reset
+    (5000, 'earliest')
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        config: EngineConfig | None = None,
+        *,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config or EngineConfig()
+        self.metrics = metrics or ServiceMetrics()
+        self.engine: Engine | None = None
+        self.positions: dict[TopicPartition, int] = {}
+        self.last_checkpoint: Checkpoint | None = None
+        self.metrics_port: int | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._ledger: OutputLedger | None = None
+        self._lineage = ""
+        self._pending: list[Any] = []
+        self._totals = {"messages": 0, "dead_letters": 0, "negatives": 0}
+        self._since_checkpoint = 0
+        self._last_checkpoint_time = time.monotonic()
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._retry_at = 0.0
+        self._retry_pause = 0.0
+        self._closing = False
+        self._fatal: IcpnsError | None = None
+        self._last_record_time = time.monotonic()
+        self._last_metrics = 0.0
+        self._last_progress = time.monotonic()
+        self._dumps = json.dumps
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        """Ask the service to finish its batch, checkpoint, commit and return."""
+        self._stop.set()
+
+    def wait_until_ready(self, timeout: float | None = None) -> bool:
+        """Block until the service consumes (state loaded, clients connected)."""
+        return self._ready.wait(timeout)
+
+    def install_signal_handlers(self) -> None:
+        """Make SIGTERM and SIGINT stop the service cleanly (main thread only)."""
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            logger.info(
+                "%s received: stopping after the current batch",
+                signal.Signals(signum).name,
+            )
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> int:
+        """Consume until stopped; return the exit code (0 after a clean stop).
+
+        Raises
+        ------
+        CheckpointError
+            When the checkpoint directory holds no good checkpoint, holds one
+            made with other engine options, or cannot be written.
+        BrokerUnavailableError, TopicMissingError
+            When the broker or a topic cannot be found at start.
+        DeliveryError
+            When the broker refuses an output for good.
+        """
+        settings = self.settings
+        with _DirectoryLock(settings.checkpoint_dir):
+            try:
+                fresh = self._load_state()
+                self._connect(fresh)
+                if settings.metrics_port is not None:
+                    self.metrics_port = self.metrics.serve(
+                        settings.metrics_port, settings.metrics_host
+                    )
+                self._consumer.subscribe([settings.topic], listener=_Rebalance(self))
+                self._ready.set()
+                logger.info(
+                    "consuming %s as group %s; negatives to %s, dead letters to %s",
+                    settings.topic,
+                    settings.group_id,
+                    settings.negatives_topic,
+                    settings.dead_letter_topic,
+                )
+                while not self._stop.is_set():
+                    self._step()
+                self._finish()
+            finally:
+                self._close()
+        return 0
+
+    # ------------------------------------------------------------ start-up
+
+    def _load_state(self) -> bool:
+        """Load the newest good checkpoint, or start empty; return if fresh."""
+        settings = self.settings
+        checkpoint = Checkpoint.load_latest(settings.checkpoint_dir)
+        if checkpoint is None:
+            logger.info(
+                "no checkpoint in %s: starting with an empty state",
+                settings.checkpoint_dir,
+            )
+            self.engine = Engine(self.config)
+            self._lineage = uuid.uuid4().hex
+            return True
+
+        for path, reason in checkpoint.rejected:
+            logger.warning(
+                "checkpoint %s rejected (%s); using an older one", path, reason
+            )
+        self._check_compatible(checkpoint)
+        metadata = checkpoint.metadata
+        self.engine = checkpoint.engine
+        self.last_checkpoint = checkpoint
+        self._lineage = metadata["lineage"]
+        self._totals.update(metadata.get("totals", {}))
+        self.positions = {
+            TopicPartition(settings.topic, partition): offset
+            for partition, offset in checkpoint.offsets.get(settings.topic, {}).items()
+        }
+        self._ledger = OutputLedger(self._lineage, metadata.get("sink_offsets", {}))
+        logger.info(
+            "resuming from checkpoint %s: %d events learned, offsets %s",
+            checkpoint.path,
+            self.engine.events,
+            _describe(self.positions),
+        )
+        return False
+
+    def _check_compatible(self, checkpoint: Checkpoint) -> None:
+        settings = self.settings
+        saved = checkpoint.engine.config.to_dict()
+        wanted = self.config.to_dict()
+        differences = [
+            f"{name}={saved[name]!r} (asked {wanted[name]!r})"
+            for name in saved
+            if saved[name] != wanted.get(name)
+        ]
+        if differences:
+            raise CheckpointError(
+                f"the checkpoint in {settings.checkpoint_dir} was made with other "
+                f"engine options: {', '.join(differences)}. Restart with the same "
+                "options, or use a new --checkpoint-dir for a new state."
+            )
+        topic = checkpoint.metadata.get("topic")
+        if topic != settings.topic:
+            raise CheckpointError(
+                f"the checkpoint in {settings.checkpoint_dir} holds the state of "
+                f"topic {topic!r}, not {settings.topic!r}; use a new --checkpoint-dir"
+            )
+
+    def _connect(self, fresh: bool) -> None:
+        """Build the clients, check the topics, and read the outputs back."""
+        settings = self.settings
+        common: dict[str, Any] = {
+            "bootstrap_servers": settings.bootstrap_servers.split(","),
+            "client_id": settings.client_id,
+            "bootstrap_timeout_ms": 5_000,
+        }
+        self._consumer = self._connect_client(
+            lambda: KafkaConsumer(
+                group_id=settings.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=settings.auto_offset_reset,
+                allow_auto_create_topics=False,
+                max_poll_records=settings.max_poll_records,
+                session_timeout_ms=settings.session_timeout_ms,
+                heartbeat_interval_ms=settings.heartbeat_interval_ms,
+                max_poll_interval_ms=settings.max_poll_interval_ms,
+                **common,
+            ),
+            "consumer",
+        )
+        self._producer = self._connect_client(
+            lambda: KafkaProducer(
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                batch_size=65_536,
+                delivery_timeout_ms=_DELIVERY_TIMEOUT_MS,
+                **common,
+            ),
+            "producer",
+        )
+
+        # Every topic must exist: a typo must not create an empty topic.
+        require_topic(
+            self._consumer,
+            settings.topic,
+            hint=(
+                "Create it, for example with: icpns-stream produce FILE "
+                f"--bootstrap-servers {settings.bootstrap_servers} --topic "
+                f"{settings.topic} --create-topic --partitions N"
+            ),
+        )
+        sinks = (settings.negatives_topic, settings.dead_letter_topic)
+        if settings.create_output_topics:
+            for sink in sinks:
+                create_topic(
+                    settings.bootstrap_servers,
+                    sink,
+                    partitions=settings.output_partitions,
+                    retries=settings.connect_retries,
+                    client_id=settings.client_id,
+                )
+        partitions = {
+            sink: require_topic(
+                self._consumer,
+                sink,
+                hint="Create it, or pass --create-output-topics.",
+            )
+            for sink in sinks
+        }
+
+        # Outputs written after the checkpoint must be found before anything
+        # is processed again; a fresh state only needs to know where they end.
+        reader = self._connect_client(
+            lambda: KafkaConsumer(
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                allow_auto_create_topics=False,
+                **common,
+            ),
+            "output reader",
+        )
+        try:
+            if fresh:
+                self._start_positions(reader)
+                ends = reader.end_offsets(
+                    [
+                        TopicPartition(t, p)
+                        for t, parts in partitions.items()
+                        for p in parts
+                    ]
+                )
+                positions: dict[str, dict[int, int]] = {}
+                for tp, offset in ends.items():
+                    positions.setdefault(tp.topic, {})[tp.partition] = offset
+                self._ledger = OutputLedger(self._lineage, positions)
+            else:
+                assert self._ledger is not None
+                self._ledger.scan(reader, partitions)
+        finally:
+            reader.close()
+
+        # A crash before the first periodic checkpoint must roll back to here.
+        if fresh:
+            self._save_checkpoint("initial")
+
+    def _connect_client(self, factory: Callable[[], Any], what: str) -> Any:
+        settings = self.settings
+        return connect(
+            factory,
+            what=what,
+            bootstrap_servers=settings.bootstrap_servers,
+            retries=settings.connect_retries,
+            backoff=settings.retry_backoff,
+        )
+
+    def _start_positions(self, reader: Any) -> None:
+        """Fix where a fresh state starts in every partition of the input.
+
+        Recorded in the initial checkpoint, so a state that falls back to it
+        reads again from there, whatever the group committed since.
+        """
+        settings = self.settings
+        partitions = [
+            TopicPartition(settings.topic, p)
+            for p in sorted(self._consumer.partitions_for_topic(settings.topic))
+        ]
+        committed: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            offset = self._consumer.committed(tp)
+            if offset is not None:
+                committed[tp] = offset
+        if settings.auto_offset_reset == "earliest":
+            defaults = reader.beginning_offsets(partitions)
+        else:
+            defaults = reader.end_offsets(partitions)
+        self.positions = {tp: committed.get(tp, defaults[tp]) for tp in partitions}
+        if committed:
+            logger.warning(
+                "group %s has committed offsets %s but %s holds no state for them: "
+                "the events before those offsets are not in this state. Resuming "
+                "from the committed offsets; use a new --group-id to learn the "
+                "topic from the beginning.",
+                settings.group_id,
+                _describe(committed),
+                settings.checkpoint_dir,
+            )
+
+    # ------------------------------------------------------------ main loop
+
+    def _step(self) -> None:
+        """One poll, its messages, and whatever checkpoint is due."""
+        try:
+            batches = self._consumer.poll(
+                timeout_ms=_POLL_TIMEOUT_MS,
+                max_records=self.settings.max_poll_records,
+            )
+        except KafkaError as exc:
+            if self._fatal is not None:
+                raise self._fatal from exc
+
+            # A lost broker: the client reconnects by itself; wait, then retry.
+            pause = self._next_pause()
+            logger.warning("poll failed (%s); retrying in %.1f s", exc, pause)
+            self._stop.wait(pause)
+            return
+        if self._fatal is not None:
+            raise self._fatal
+        now = time.monotonic()
+        if batches:
+            self._handle_batches(batches)
+            self._last_record_time = now
+        self._maybe_checkpoint(now)
+        self._publish_metrics(now)
+        self._maybe_exit_idle(now)
+
+    def _handle_batches(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
+        # Work between two polls is bounded: past half the poll interval the
+        # rest is handed back, so the group does not evict a slow member.
+        budget = self.settings.max_poll_interval_ms / 2_000
+        deadline = time.monotonic() + budget
+        handle = self._handle
+        for tp, records in batches.items():
+            for index, record in enumerate(records):
+                if time.monotonic() > deadline:
+                    self._hand_back(batches, tp, index)
+                    logger.warning(
+                        "a poll's messages took over %.0f s; handing the rest back "
+                        "(lower --max-poll-records)",
+                        budget,
+                    )
+                    return
+                handle(record)
+
+    def _hand_back(
+        self, batches: Mapping[TopicPartition, list[Any]], stop_tp: Any, index: int
+    ) -> None:
+        """Seek every partition back to its first message not handled."""
+        reached = False
+        for tp, records in batches.items():
+            if tp == stop_tp:
+                reached = True
+                self._consumer.seek(tp, records[index].offset)
+            elif reached:
+                self._consumer.seek(tp, records[0].offset)
+
+    def _handle(self, record: Any) -> None:
+        """Decode, learn and answer one input message."""
+        engine = self.engine
+        assert engine is not None
+        topic, partition, offset = record.topic, record.partition, record.offset
+        try:
+            if record.value is None:
+                raise InvalidEventError("message has no value")
+            event = decode_event(record.value)
+        except InvalidEventError as exc:
+            self._dead_letter(record, str(exc))
+        else:
+            outcome = engine.process(event)
+            if outcome.negatives:
+                self._send_negatives(topic, partition, offset, outcome.negatives)
+            self.metrics.count_event(
+                learned=not outcome.duplicate, duplicate=outcome.duplicate
+            )
+        self.positions[TopicPartition(topic, partition)] = offset + 1
+        self._totals["messages"] += 1
+        self._since_checkpoint += 1
+
+    def _send_negatives(
+        self, topic: str, partition: int, offset: int, negatives: list[Negative]
+    ) -> None:
+        ledger = self._ledger
+        assert ledger is not None
+        send = self._producer.send
+        out = self.settings.negatives_topic
+        key = negatives[0].user_id.encode("utf-8")
+        written_before = bool(ledger.written)
+        for index, negative in enumerate(negatives):
+            # After a restart, what the previous run wrote is not written again.
+            if written_before and ledger.seen((topic, partition, offset, index)):
+                continue
+            value = self._dumps(negative.to_dict()).encode("utf-8")
+            headers = ledger.headers(topic, partition, offset, index)
+            self._pending.append(send(out, key=key, value=value, headers=headers))
+            self._totals["negatives"] += 1
+            self.metrics.negatives.inc()
+
+    def _dead_letter(self, record: Any, reason: str) -> None:
+        ledger = self._ledger
+        assert ledger is not None
+        topic, partition, offset = record.topic, record.partition, record.offset
+        logger.debug("dead letter %s[%d]@%d: %s", topic, partition, offset, reason)
+        self.metrics.count_dead_letter()
+        self._totals["dead_letters"] += 1
+        if ledger.seen((topic, partition, offset, 0)):
+            return
+        dead = DeadLetter.from_raw(
+            record.value or b"",
+            reason,
+            source=topic,
+            partition=partition,
+            offset=offset,
+        )
+        self._pending.append(
+            self._producer.send(
+                self.settings.dead_letter_topic,
+                key=record.key,
+                value=dead.to_json().encode("utf-8"),
+                headers=ledger.headers(topic, partition, offset, 0),
+            )
+        )
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _maybe_checkpoint(self, now: float) -> None:
+        settings = self.settings
+        if now < self._retry_at:
+            return
+        due = self._since_checkpoint >= settings.checkpoint_every or (
+            self._since_checkpoint > 0
+            and now - self._last_checkpoint_time >= settings.checkpoint_interval
+        )
+        if due:
+            self._checkpoint_and_commit("periodic")
+        elif self._uncommitted:
+            self._commit(dict(self._uncommitted))
+
+    def _checkpoint_and_commit(self, reason: str) -> bool:
+        """Save the state, then commit its offsets; return if the save happened."""
+        if self._save_checkpoint(reason):
+            self._commit(dict(self._uncommitted))
+            return True
+        return False
+
+    def _save_checkpoint(self, reason: str) -> bool:
+        """Flush the outputs and save the state with its offsets.
+
+        Returns False, after logging, when the outputs could not be flushed in
+        time (a lost broker); the checkpoint is retried later with backoff.
+        """
+        settings = self.settings
+        engine, ledger = self.engine, self._ledger
+        assert engine is not None and ledger is not None
+        started = time.monotonic()
+
+        # The state may only cover inputs whose outputs are safely written.
+        if not self._flush_outputs():
+            return False
+        source = {
+            settings.topic: {
+                tp.partition: offset
+                for tp, offset in sorted(self.positions.items())
+                if tp.topic == settings.topic
+            }
+        }
+        checkpoint = Checkpoint(
+            engine,
+            source,
+            {
+                "topic": settings.topic,
+                "group_id": settings.group_id,
+                "lineage": self._lineage,
+                "sink_offsets": ledger.checkpoint_positions(source),
+                "totals": dict(self._totals),
+                "reason": reason,
+            },
+        )
+        checkpoint.save(settings.checkpoint_dir, keep=settings.keep_checkpoints)
+        self.last_checkpoint = checkpoint
+        self._since_checkpoint = 0
+        self._last_checkpoint_time = time.monotonic()
+        self._retry_at = 0.0
+        self._retry_pause = 0.0
+        assigned = self._consumer.assignment()
+        self._uncommitted = {
+            tp: offset for tp, offset in self.positions.items() if tp in assigned
+        }
+        self.metrics.checkpoints.inc()
+        self.metrics.last_checkpoint.set(checkpoint.created)
+        logger.info(
+            "checkpoint %d saved (%s): %d events learned, offsets %s, %.2f s",
+            checkpoint.sequence,
+            reason,
+            engine.events,
+            _describe(self.positions),
+            time.monotonic() - started,
+        )
+        return True
+
+    def _flush_outputs(self) -> bool:
+        try:
+            self._producer.flush(timeout=self.settings.flush_timeout)
+        except KafkaTimeoutError:
+            pause = self._next_pause()
+            self._retry_at = time.monotonic() + pause
+            logger.warning(
+                "outputs not acknowledged within %.0f s (broker unreachable?); "
+                "checkpoint postponed by %.1f s",
+                self.settings.flush_timeout,
+                pause,
+            )
+            return False
+        pending, self._pending = self._pending, []
+        for future in pending:
+            if future.failed():
+                raise DeliveryError(
+                    f"the broker refused an output: {future.exception}. Stopping "
+                    "without a checkpoint past it; on restart the service goes "
+                    "back to its last checkpoint."
+                )
+            metadata = future.value
+            assert self._ledger is not None
+            self._ledger.record_delivery(
+                metadata.topic, metadata.partition, metadata.offset
+            )
+        return True
+
+    def _commit(self, positions: Mapping[TopicPartition, int]) -> None:
+        offsets = self._assigned_offsets(positions)
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets, timeout_ms=10_000)
+        except KafkaError as exc:
+            self.metrics.commit_failures.inc()
+            logger.warning(
+                "offset commit failed (%s); the checkpoint holds the offsets and "
+                "the commit is retried later",
+                exc,
+            )
+            self._retry_at = time.monotonic() + self._next_pause()
+            return
+        for tp in offsets:
+            self._uncommitted.pop(tp, None)
+        logger.info("committed offsets %s", _describe(positions))
+
+    def _assigned_offsets(
+        self, positions: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, Any]:
+        assigned = self._consumer.assignment()
+        return {
+            tp: OffsetAndMetadata(offset, "", -1)
+            for tp, offset in positions.items()
+            if tp in assigned
+        }
+
+    def _next_pause(self) -> float:
+        base = max(self.settings.retry_backoff, 0.1)
+        self._retry_pause = min(_MAX_RETRY_PAUSE, max(base, self._retry_pause * 2))
+        return self._retry_pause
+
+    # ------------------------------------------------------------ rebalances
+
+    def _on_revoked(self, revoked: set[TopicPartition]) -> dict[TopicPartition, Any]:
+        """Checkpoint before partitions go; return the offsets to commit."""
+        if self._closing or self.engine is None or not revoked:
+            return {}
+        logger.info("partitions revoked: %s", _describe_partitions(revoked))
+        if self._since_checkpoint > 0 and not self._save_checkpoint("revoke"):
+            return {}
+        return {
+            tp: OffsetAndMetadata(offset, "", -1)
+            for tp, offset in self.positions.items()
+            if tp in revoked
+        }
+
+    def _on_committed_on_revoke(self, offsets: Mapping[TopicPartition, Any]) -> None:
+        for tp in offsets:
+            self._uncommitted.pop(tp, None)
+        logger.info(
+            "committed offsets %s before giving the partitions up",
+            _describe({tp: meta.offset for tp, meta in offsets.items()}),
+        )
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Start each partition where the state stopped."""
+        for tp in sorted(assigned):
+            offset = self.positions.get(tp)
+            if offset is not None:
+                self._consumer.seek(tp, offset)
+        known = {tp: self.positions[tp] for tp in assigned if tp in self.positions}
+        logger.info(
+            "partitions assigned: %s; from the checkpoint: %s; others start at the "
+            "group's committed offset, else %s",
+            _describe_partitions(assigned),
+            _describe(known) or "none",
+            self.settings.auto_offset_reset,
+        )
+
+    # ------------------------------------------------------------ metrics, stop
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages between the state's position and the high watermark."""
+        consumer = self._consumer
+        out: dict[tuple[str, int], int] = {}
+        if consumer is None:
+            return out
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = self.positions.get(tp)
+            if position is None:
+                # A partition the state has not read from yet.
+                try:
+                    position = consumer.position(tp, timeout_ms=1_000)
+                except KafkaError:
+                    continue
+            out[(tp.topic, tp.partition)] = max(0, highwater - position)
+        return out
+
+    def _publish_metrics(self, now: float) -> None:
+        if now - self._last_metrics < _METRICS_EVERY:
+            return
+        self._last_metrics = now
+        engine = self.engine
+        assert engine is not None
+        metrics = self.metrics
+        lag = self.lag()
+        metrics.set_lag(lag)
+        rate = metrics.update_rate(now)
+        ndcg = float(engine.evaluator.result().get("window_ndcg@10", 0.0))
+        metrics.window_ndcg.set(ndcg)
+        if now - self._last_progress >= _PROGRESS_LOG_EVERY:
+            self._last_progress = now
+            logger.info(
+                "%d events learned, %d dead letters, %.0f messages/s, lag %d, "
+                "window NDCG@10 %.4f",
+                engine.events,
+                self._totals["dead_letters"],
+                rate,
+                sum(lag.values()),
+                ndcg,
+            )
+
+    def _maybe_exit_idle(self, now: float) -> None:
+        idle = self.settings.exit_when_idle
+        if idle is None or now - self._last_record_time < idle:
+            return
+        assigned = self._consumer.assignment()
+        lag = self.lag()
+        if assigned and len(lag) == len(assigned) and not any(lag.values()):
+            logger.info("nothing left to read for %.0f s: stopping", idle)
+            self._stop.set()
+
+    def _finish(self) -> None:
+        """Checkpoint and commit what the last batch left pending."""
+        if self._since_checkpoint > 0:
+            if not self._checkpoint_and_commit("stop"):
+                logger.warning(
+                    "stopping without a final checkpoint: outputs were not "
+                    "acknowledged; the next start resumes from checkpoint %s",
+                    self.last_checkpoint.path if self.last_checkpoint else None,
+                )
+        elif self._uncommitted:
+            self._commit(dict(self._uncommitted))
+
+    def _close(self) -> None:
+        self._closing = True
+        self._ready.clear()
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except KafkaError as exc:
+                logger.warning("closing the consumer: %s", exc)
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=self.settings.flush_timeout)
+            except KafkaError as exc:
+                logger.warning("closing the producer: %s", exc)
+        self.metrics.close()
+        logger.info("consumer service stopped")
+
+
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Checkpoint and commit before partitions go; seek when they come.
+
+    The hooks run on the consumer's network thread while the service's own
+    thread waits inside ``poll``, so they may touch the state; blocking
+    consumer calls are not allowed there, hence the awaited async commit.
+    """
+
+    def __init__(self, service: ConsumerService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        service = self.service
+        try:
+            offsets = service._on_revoked(set(revoked))
+        except IcpnsError as exc:
+            # Raised again by the service's own thread once poll returns.
+            service._fatal = exc
+            return
+        if not offsets:
+            return
+        try:
+            await service._consumer.commit_async(offsets)
+        except KafkaError as exc:
+            service.metrics.commit_failures.inc()
+            logger.warning("commit before the rebalance failed: %s", exc)
+        else:
+            service._on_committed_on_revoke(offsets)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.service._on_assigned(set(assigned))
+
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        # The group moved on without us: nothing can be committed, the state
+        # and its offsets stay as they are for the next assignment.
+        logger.warning(
+            "partitions lost (membership expired): %s", _describe_partitions(lost)
+        )
+
+
+class _DirectoryLock:
+    """An exclusive lock on a checkpoint directory, released even by SIGKILL."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> _DirectoryLock:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle = (self.directory / ".lock").open("w")
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot use checkpoint directory {self.directory}: {exc}"
+            ) from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            raise CheckpointError(
+                f"another service is using checkpoint directory {self.directory}; "
+                "give each service its own --checkpoint-dir"
+            ) from exc
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def _describe(positions: Mapping[Any, int]) -> str:
+    """``clicks[0]=120, clicks[1]=98`` for logs."""
+    return ", ".join(
+        f"{tp[0]}[{tp[1]}]={offset}" for tp, offset in sorted(positions.items())
+    )
+
+
+def _describe_partitions(partitions: set[TopicPartition]) -> str:
+    return (
+        ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "none"
+    )

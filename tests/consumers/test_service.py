@@ -1,0 +1,383 @@
+"""The consumer service against a real broker: outputs, offsets, restarts, errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kafka_kit import (
+    TEST_CONFIG,
+    ServiceThread,
+    clean_run,
+    committed,
+    make_settings,
+    new_topic,
+    read_topic,
+    send_events,
+    send_raw,
+    synthetic_events,
+)
+
+from consumers.connection import BrokerUnavailableError, TopicMissingError
+from consumers.output_ledger import SOURCE_HEADER
+from consumers.service import ConsumerService, ServiceSettings
+from icpns_stream.checkpoint import Checkpoint
+from icpns_stream.dead_letters import DeadLetter
+from icpns_stream.engine import EngineConfig
+from icpns_stream.exceptions import CheckpointError
+
+pytestmark = pytest.mark.kafka
+
+NEGATIVE_FIELDS = {
+    "user_id",
+    "item_id",
+    "positive_item_id",
+    "timestamp",
+    "community",
+    "popularity",
+    "probability",
+    "fallback",
+}
+
+MALFORMED: list[tuple[bytes | None, str]] = [
+    (b"\xff\xfe\x00not utf-8", "not UTF-8"),
+    (b'{"user_id": 1, "item_id": 2, "timest', "not valid JSON"),
+    (b'{"user_id": 1, "timestamp": 880000000}', "item_id is missing"),
+    (b'{"user_id": 1, "item_id": 2, "timestamp": 99999999999999}', "out of range"),
+    (None, "no value"),
+]
+
+
+def _sources(records: list) -> Counter[bytes]:
+    return Counter(dict(r.headers)[SOURCE_HEADER] for r in records)
+
+
+def test_negatives_and_dead_letters_reach_their_topics(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_bootstrap, "clicks", partitions=1)
+    events = synthetic_events(150)
+    send_events(kafka_bootstrap, topic, events[:100])
+    send_raw(kafka_bootstrap, topic, [(b"bad", value) for value, _ in MALFORMED])
+    send_events(kafka_bootstrap, topic, events[100:])
+    settings = make_settings(kafka_bootstrap, tmp_path / "state", topic)
+
+    runner = ServiceThread(settings).start()
+    assert runner.join() == 0
+    engine = runner.service.engine
+    assert engine is not None
+
+    # Every good click was learned, in order, exactly like a plain replay.
+    expected = clean_run(events, TEST_CONFIG)
+    assert engine.events == 150
+    assert engine.state_summary() == expected.state_summary()
+
+    # Negatives: keyed by user, the replay's explanation fields, none twice.
+    negatives = read_topic(kafka_bootstrap, settings.negatives_topic)
+    assert len(negatives) == expected.negatives_drawn
+    assert max(_sources(negatives).values()) == 1
+    for record in negatives:
+        body = json.loads(record.value)
+        assert set(body) == NEGATIVE_FIELDS
+        assert record.key == body["user_id"].encode()
+        assert body["item_id"] != body["positive_item_id"]
+
+    # Dead letters: reason, partition, offset and the original bytes.
+    dead = [
+        json.loads(r.value)
+        for r in read_topic(kafka_bootstrap, settings.dead_letter_topic)
+    ]
+    dead.sort(key=lambda letter: letter["offset"])
+    assert [letter["offset"] for letter in dead] == list(range(100, 105))
+    for body, (value, reason) in zip(dead, MALFORMED, strict=True):
+        letter = DeadLetter(**body)
+        assert reason in letter.reason
+        assert (letter.source, letter.partition) == (topic, 0)
+        assert letter.raw_bytes() == (value or b"")
+    assert dead[0]["raw_encoding"] == "base64"
+    assert base64.b64decode(dead[0]["raw"]) == MALFORMED[0][0]
+    assert {letter["raw_encoding"] for letter in dead[1:]} == {"text"}
+
+    # The offsets committed are those of the last checkpoint: the topic's end.
+    checkpoint = Checkpoint.load_latest(settings.checkpoint_dir)
+    assert checkpoint is not None
+    assert checkpoint.offsets == {topic: {0: 155}}
+    assert checkpoint.metadata["totals"] == {
+        "messages": 155,
+        "dead_letters": 5,
+        "negatives": expected.negatives_drawn,
+    }
+    assert committed(kafka_bootstrap, settings.group_id, topic) == {0: 155}
+
+
+def test_restart_resumes_from_the_checkpoint_without_double_counting(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_bootstrap, "resume", partitions=1)
+    events = synthetic_events(240, seed=4)
+    settings = make_settings(
+        kafka_bootstrap, tmp_path / "state", topic, checkpoint_every=50
+    )
+
+    send_events(kafka_bootstrap, topic, events[:150])
+    assert ServiceThread(settings).start().join() == 0
+
+    # Later events, plus twenty redelivered ones with ids already learned.
+    send_events(kafka_bootstrap, topic, events[150:] + events[130:150])
+    second = ServiceThread(settings).start()
+    assert second.join() == 0
+    engine = second.service.engine
+    assert engine is not None
+
+    expected = clean_run(events + events[130:150], TEST_CONFIG)
+    assert engine.events == 240
+    assert engine.duplicates == 20
+    assert engine.state_summary() == expected.state_summary()
+    negatives = read_topic(kafka_bootstrap, settings.negatives_topic)
+    assert len(negatives) == expected.negatives_drawn
+    assert max(_sources(negatives).values()) == 1
+    assert committed(kafka_bootstrap, settings.group_id, topic) == {0: 260}
+
+
+def test_damaged_newest_checkpoint_falls_back_without_duplicate_outputs(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_bootstrap, "fallback", partitions=1)
+    events = synthetic_events(200, seed=5)
+    send_events(kafka_bootstrap, topic, events[:120])
+    send_raw(kafka_bootstrap, topic, [(None, b"oops")])
+    settings = make_settings(
+        kafka_bootstrap, tmp_path / "state", topic, checkpoint_every=60
+    )
+    assert ServiceThread(settings).start().join() == 0
+
+    # Truncate the newest file: the service must go back one checkpoint,
+    # learn the events after it again, and write none of their outputs twice.
+    newest = Checkpoint.load_latest(settings.checkpoint_dir)
+    assert newest is not None and newest.path is not None
+    newest.path.write_bytes(newest.path.read_bytes()[:-100])
+    send_events(kafka_bootstrap, topic, events[120:])
+    runner = ServiceThread(settings).start()
+    assert runner.join() == 0
+
+    engine = runner.service.engine
+    assert engine is not None
+    expected = clean_run(events, TEST_CONFIG)
+    assert engine.state_summary() == expected.state_summary()
+    negatives = read_topic(kafka_bootstrap, settings.negatives_topic)
+    assert len(negatives) == expected.negatives_drawn
+    assert max(_sources(negatives).values()) == 1
+    assert len(read_topic(kafka_bootstrap, settings.dead_letter_topic)) == 1
+
+
+def test_all_checkpoints_damaged_stops_with_a_clear_error(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_bootstrap, "damaged", partitions=1)
+    send_events(kafka_bootstrap, topic, synthetic_events(30))
+    settings = make_settings(kafka_bootstrap, tmp_path / "state", topic)
+    assert ServiceThread(settings).start().join() == 0
+    for path in settings.checkpoint_dir.glob("checkpoint-*.ckpt"):
+        path.write_bytes(b"garbage")
+
+    with pytest.raises(CheckpointError, match="no good checkpoint"):
+        ServiceThread(settings).start().join()
+
+
+def test_other_engine_options_than_the_checkpoint_are_refused(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_bootstrap, "options", partitions=1)
+    settings = make_settings(kafka_bootstrap, tmp_path / "state", topic)
+    send_events(kafka_bootstrap, topic, synthetic_events(10))
+    assert ServiceThread(settings).start().join() == 0
+
+    other = EngineConfig(negatives=5, n_factors=8, seed=3, refresh_every=200)
+    with pytest.raises(CheckpointError, match=r"negatives=2 \(asked 5\)"):
+        ServiceThread(settings, other).start().join()
+
+
+def test_revoked_partitions_are_checkpointed_and_committed_first(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_bootstrap, "rebalance", partitions=2)
+    send_events(kafka_bootstrap, topic, synthetic_events(120, seed=6))
+    # Only a rebalance can checkpoint here: counts and intervals are huge.
+    quiet = {"checkpoint_every": 1_000_000, "checkpoint_interval": 3_600.0}
+    first = ServiceThread(
+        make_settings(
+            kafka_bootstrap, tmp_path / "a", topic, exit_when_idle=None, **quiet
+        )
+    ).start()
+    service = first.service
+    _wait_for(lambda: sum(service.positions.values()) == 120, "first consumer")
+    assert service.last_checkpoint is not None
+    assert service.last_checkpoint.metadata["reason"] == "initial"
+
+    # A second member joins: the first must checkpoint and commit at revoke.
+    second = ServiceThread(
+        make_settings(
+            kafka_bootstrap, tmp_path / "b", topic, exit_when_idle=None, **quiet
+        )
+    ).start()
+    _wait_for(
+        lambda: (
+            service.last_checkpoint is not None
+            and service.last_checkpoint.metadata["reason"] == "revoke"
+        ),
+        "checkpoint at revoke",
+    )
+    saved = service.last_checkpoint
+    assert saved is not None
+    assert sum(saved.offsets[topic].values()) == 120
+    group = f"{topic}-group"
+    _wait_for(
+        lambda: committed(kafka_bootstrap, group, topic) == saved.offsets[topic],
+        "commit at revoke",
+    )
+    assert first.stop() == 0
+    assert second.stop() == 0
+
+
+def test_unreachable_broker_is_a_clear_error_after_bounded_retries(
+    tmp_path: Path,
+) -> None:
+    settings = ServiceSettings(
+        "127.0.0.1:9",
+        "clicks",
+        "g",
+        "negatives",
+        "clicks.dlq",
+        tmp_path / "state",
+        connect_retries=2,
+        retry_backoff=0.1,
+    )
+    with pytest.raises(BrokerUnavailableError) as info:
+        ConsumerService(settings, TEST_CONFIG).run()
+    assert "cannot reach Kafka at 127.0.0.1:9" in str(info.value)
+    assert "after 2 attempts" in str(info.value)
+
+
+def test_missing_topics_are_named_with_what_to_do(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        kafka_bootstrap, tmp_path / "state", "no-such-topic-here", connect_retries=1
+    )
+    with pytest.raises(TopicMissingError, match="'no-such-topic-here' does not exist"):
+        ConsumerService(settings, TEST_CONFIG).run()
+
+    topic = new_topic(kafka_bootstrap, "no-outputs", partitions=1)
+    settings = make_settings(
+        kafka_bootstrap, tmp_path / "state2", topic, create_output_topics=False
+    )
+    with pytest.raises(TopicMissingError, match="--create-output-topics"):
+        ConsumerService(settings, TEST_CONFIG).run()
+
+
+def test_one_service_per_checkpoint_directory(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_bootstrap, "lock", partitions=1)
+    settings = make_settings(
+        kafka_bootstrap, tmp_path / "state", topic, exit_when_idle=None
+    )
+    first = ServiceThread(settings).start()
+    with pytest.raises(CheckpointError, match="another service"):
+        ConsumerService(settings, TEST_CONFIG).run()
+    assert first.stop() == 0
+
+
+def test_slow_batches_are_cut_and_handed_back(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = new_topic(kafka_bootstrap, "slow", partitions=1)
+    events = synthetic_events(1_500, seed=8)
+    send_events(kafka_bootstrap, topic, events)
+    # Half of a 400 ms poll interval is far less than 1,500 clicks take.
+    settings = make_settings(
+        kafka_bootstrap,
+        tmp_path / "state",
+        topic,
+        max_poll_records=1_500,
+        max_poll_interval_ms=400,
+    )
+    with caplog.at_level(logging.WARNING, logger="consumers.service"):
+        runner = ServiceThread(settings).start()
+        assert runner.join() == 0
+    assert any("handing the rest back" in r.getMessage() for r in caplog.records)
+    engine = runner.service.engine
+    assert engine is not None
+    assert engine.state_summary() == clean_run(events, TEST_CONFIG).state_summary()
+
+
+def test_metrics_endpoint_serves_the_service_figures(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_bootstrap, "metrics", partitions=1)
+    send_events(kafka_bootstrap, topic, synthetic_events(80))
+    send_raw(kafka_bootstrap, topic, [(None, b"{}")])
+    settings = make_settings(
+        kafka_bootstrap, tmp_path / "state", topic, metrics_port=0, exit_when_idle=None
+    )
+    runner = ServiceThread(settings).start()
+    service = runner.service
+    _wait_for(lambda: sum(service.positions.values()) == 81, "consumption")
+    _wait_for(lambda: _lag(service, topic) == 0.0, "lag published")
+    assert service.metrics_port is not None
+    url = f"http://127.0.0.1:{service.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples = _parse_samples(text)
+    assert samples["icpns_events_processed_total"] == 81
+    assert samples["icpns_events_learned_total"] == 80
+    assert samples["icpns_dead_letters_total"] == 1
+    assert samples[f'icpns_consumer_lag{{partition="0",topic="{topic}"}}'] == 0
+    assert "icpns_events_per_second" in samples
+    assert 0.0 <= samples["icpns_window_ndcg_at_10"] <= 1.0
+    assert runner.stop() == 0
+
+
+def test_redelivered_events_with_ids_are_learned_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_bootstrap, "dupes", partitions=1)
+    events = synthetic_events(60, seed=9)
+    send_events(kafka_bootstrap, topic, events + events[:25])
+    runner = ServiceThread(make_settings(kafka_bootstrap, tmp_path / "s", topic))
+    assert runner.start().join() == 0
+    engine = runner.service.engine
+    assert engine is not None
+    assert (engine.events, engine.duplicates) == (60, 25)
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _lag(service: ConsumerService, topic: str) -> float | None:
+    try:
+        return service.metrics.value(
+            "icpns_consumer_lag", {"topic": topic, "partition": "0"}
+        )
+    except KeyError:
+        return None
+
+
+def _parse_samples(text: str) -> dict[str, float]:
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
