@@ -81,36 +81,39 @@ def test_replay_end_to_end(small_log: Path, tmp_path: Path) -> None:
     assert [d["line_number"] for d in dead] == [11, 501]
     assert all(d["reason"] for d in dead)
 
+    # Negatives are written in event order: walk both together, so each negative
+    # is checked against its user's clicks up to and including its own event.
     events = load_replay(small_log).events
-    clicked_before: dict[tuple[str, float], set[str]] = {}
+    negatives = [json.loads(line) for line in negatives_path.read_text().splitlines()]
     history: dict[str, set[str]] = {}
     catalog: set[str] = set()
-    expected = 0
+    expected = position = 0
     for event in events:
         history.setdefault(event.user_id, set()).add(event.item_id)
         catalog.add(event.item_id)
-        clicked_before[(event.user_id, event.timestamp)] = set(history[event.user_id])
         # K negatives, or what is left outside the user's clicks while items are few.
-        expected += min(4, len(catalog) - len(history[event.user_id]))
-    lines = negatives_path.read_text().splitlines()
-    assert len(lines) == expected
+        count = min(4, len(catalog) - len(history[event.user_id]))
+        expected += count
+        for negative in negatives[position : position + count]:
+            assert set(negative) == {
+                "user_id",
+                "item_id",
+                "positive_item_id",
+                "timestamp",
+                "community",
+                "popularity",
+                "probability",
+                "fallback",
+            }
+            assert negative["user_id"] == event.user_id
+            assert negative["positive_item_id"] == event.item_id
+            assert negative["timestamp"] == event.timestamp
+            assert negative["item_id"] not in history[event.user_id]
+            assert 0.0 < negative["probability"] <= 1.0
+            assert math.isfinite(negative["popularity"])
+        position += count
+    assert len(negatives) == expected
     assert report["negatives_per_event"] == expected / 2_000
-    for line in lines:
-        negative = json.loads(line)
-        assert set(negative) == {
-            "user_id",
-            "item_id",
-            "positive_item_id",
-            "timestamp",
-            "community",
-            "popularity",
-            "probability",
-            "fallback",
-        }
-        key = (negative["user_id"], negative["timestamp"])
-        assert negative["item_id"] not in clicked_before[key]
-        assert 0.0 < negative["probability"] <= 1.0
-        assert math.isfinite(negative["popularity"])
 
 
 def test_same_seed_same_report(small_log: Path, tmp_path: Path) -> None:
