@@ -26,12 +26,14 @@ from rich.table import Table
 from icpns_stream.dead_letters import DeadLetterWriter
 from icpns_stream.engine import Engine, EngineConfig
 from icpns_stream.exceptions import IcpnsError
+from icpns_stream.ground_truth import GroundTruth
 from icpns_stream.ndcg_plot import plot_ndcg_curves
 from icpns_stream.readers import FORMATS, load_replay
 from icpns_stream.replay import replay_log
 from icpns_stream.sampler_comparison import SamplerRun, compare_samplers
 from icpns_stream.samplers import SAMPLERS
 from icpns_stream.samplers.base import Negative
+from icpns_stream.simulator import PlantedCommunitySimulator
 
 __all__ = [
     "add_engine_options",
@@ -181,6 +183,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_replay_parser(commands)
     _add_evaluate_parser(commands)
+    _add_generate_parser(commands)
     _add_kafka_parsers(commands)
     return parser
 
@@ -228,6 +231,15 @@ def _add_evaluate_parser(commands: Any) -> None:
     )
     _add_input_options(evaluate)
     add_engine_options(evaluate)
+    evaluate.add_argument(
+        "--truth",
+        type=Path,
+        metavar="FILE",
+        help=(
+            "truth file of a generated stream: adds true-negative precision and "
+            "community NMI (default: PATH's .truth.jsonl, if present)"
+        ),
+    )
     out = evaluate.add_argument_group("outputs")
     out.add_argument("--report-json", type=Path, metavar="FILE", help="JSON report")
     out.add_argument(
@@ -235,6 +247,36 @@ def _add_evaluate_parser(commands: Any) -> None:
     )
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     evaluate.set_defaults(handler=_run_evaluate)
+
+
+def _add_generate_parser(commands: Any) -> None:
+    generate = commands.add_parser(
+        "generate",
+        help="write a synthetic click stream with planted communities",
+        description=(
+            "Simulate users in planted communities who are shown items popular in "
+            "their community and click some. Writes the clicks as JSONL and the "
+            "truth (planted communities, items shown but skipped) beside them."
+        ),
+    )
+    generate.add_argument("--users", type=int, default=5_000, help="default: 5000")
+    generate.add_argument("--items", type=int, default=2_000, help="default: 2000")
+    generate.add_argument("--communities", type=int, default=8, help="default: 8")
+    generate.add_argument("--events", type=int, default=200_000, help="default: 200000")
+    generate.add_argument("--seed", type=int, default=0, help="default: 0")
+    generate.add_argument(
+        "--out", type=Path, required=True, metavar="FILE.jsonl", help="clicks file"
+    )
+    generate.add_argument(
+        "--truth",
+        type=Path,
+        metavar="FILE",
+        help="truth file (default: FILE.truth.jsonl beside --out)",
+    )
+    generate.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar"
+    )
+    generate.set_defaults(handler=_run_generate)
 
 
 def _sampler_list(text: str) -> tuple[str, ...]:
@@ -328,8 +370,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     def on_progress(name: str, done: int, total: int) -> None:
         progress.update(tasks[name], completed=done)
 
+    truth_path = args.truth or GroundTruth.path_for(args.path)
+    truth = None
+    if args.truth is not None or truth_path.exists():
+        truth = GroundTruth.load(truth_path)
+        console.print(f"scoring negatives against the truth in {truth_path}")
+
     with progress:
-        runs = compare_samplers(events, args.samplers, config, on_progress=on_progress)
+        runs = compare_samplers(
+            events, args.samplers, config, truth=truth, on_progress=on_progress
+        )
 
     report = {
         "source": str(args.path),
@@ -351,29 +401,73 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_generate(args: argparse.Namespace) -> int:
+    simulator = PlantedCommunitySimulator(
+        args.users, args.items, args.communities, seed=args.seed
+    )
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]generate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=args.no_progress,
+    )
+    task = progress.add_task("generate", total=args.events)
+
+    def on_progress(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    with progress:
+        summary = simulator.write(
+            args.out, args.events, truth_path=args.truth, on_progress=on_progress
+        )
+    console.print(json.dumps(summary.to_dict(), indent=2))
+    return 0
+
+
 def _comparison_table(runs: Sequence[SamplerRun]) -> Table:
-    table = Table(title="samplers side by side (prequential, whole stream)")
-    for column in ("sampler", "HR@10", "NDCG@10", "MRR@10", "events/s", "false neg."):
+    table = Table(
+        title="samplers side by side (prequential, whole stream)",
+        caption=(
+            "FNR: share of negatives the user clicks later"
+            + (
+                "; TNP: share really shown and skipped"
+                if runs and "true_negative_precision" in runs[0].report
+                else ""
+            )
+        ),
+    )
+    with_truth = bool(runs) and "true_negative_precision" in runs[0].report
+    # Short headers keep the table readable in an 80-column log.
+    columns = ["sampler", "HR@10", "NDCG@10", "MRR@10", "ev/s", "FNR"]
+    if with_truth:
+        columns += ["TNP", "NMI"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "sampler" else "right")
     for run in runs:
         r = run.report
-        table.add_row(
+        row = [
             run.sampler,
             f"{r['hr@10']:.4f}",
             f"{r['ndcg@10']:.4f}",
             f"{r['mrr@10']:.4f}",
             f"{r['events_per_second']:,.0f}",
             f"{r['false_negative_rate']:.4f}",
-        )
+        ]
+        if with_truth:
+            row += [f"{r['true_negative_precision']:.4f}", f"{r['community_nmi']:.3f}"]
+        table.add_row(*row)
     if runs:
         r = runs[0].report
+        blanks = ["-"] * (len(columns) - 4)
         table.add_row(
-            "most popular",
+            "most-popular",
             f"{r['most_popular_hr@10']:.4f}",
             f"{r['most_popular_ndcg@10']:.4f}",
             f"{r['most_popular_mrr@10']:.4f}",
-            "-",
-            "-",
+            *blanks,
         )
     return table
 

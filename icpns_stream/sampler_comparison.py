@@ -6,11 +6,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from icpns_stream.engine import Engine, EngineConfig
 from icpns_stream.events import ClickEvent
+from icpns_stream.ground_truth import GroundTruth
+from icpns_stream.partition_metrics import normalized_mutual_info
 from icpns_stream.samplers.base import Negative
 from icpns_stream.types import ItemId, UserId
 
@@ -25,23 +27,25 @@ ComparisonProgress = Callable[[str, int, int], None]
 class FalseNegativeCounter:
     """Counts sampled negatives that their user clicks later in the stream.
 
-    A negative is never an item its user clicked before it was drawn, so any
-    click of that (user, item) pair anywhere in the stream comes later: the pair
-    set of the whole stream is the oracle. The share of such negatives measures
-    how often a sampler hands the model a "negative" the user actually wanted.
+        A negative is never an item its user clicked before it was drawn, so any
+        click of that (user, item) pair anywhere in the stream comes later: the pair
+        set of the whole stream is the oracle. The share of such negatives measures
+        how often a sampler hands the model a "negative" the user actually wanted.
 
-    Parameters
-    ----------
-    events
-        The whole stream the negatives are drawn from.
+        Parameters
+        ----------
+        events
+            The whole stream the negatives are drawn from.
 
-    Examples
-    --------
-    >>> from icpns_stream.events import ClickEvent
-    >>> counter = FalseNegativeCounter([ClickEvent("u", "a", 1.0)])
-    >>> counter.update([_negative("u", "a"), _negative("u", "b")])
-    >>> counter.rate
-    0.5
+        Examples
+        --------
+        >>> from icpns_stream.events import ClickEvent
+    from icpns_stream.ground_truth import GroundTruth
+    from icpns_stream.partition_metrics import normalized_mutual_info
+        >>> counter = FalseNegativeCounter([ClickEvent("u", "a", 1.0)])
+        >>> counter.update([_negative("u", "a"), _negative("u", "b")])
+        >>> counter.rate
+        0.5
     """
 
     def __init__(self, events: Iterable[ClickEvent]) -> None:
@@ -83,9 +87,6 @@ class SamplerRun:
         ``(event timestamp, windowed NDCG@10)`` points along the stream.
     reference_curve
         The same for the most-popular reference ranker.
-    negatives
-        Every negative drawn, kept only when asked for (to score them against a
-        ground truth afterwards).
     engine
         The engine at the end of the run.
     """
@@ -95,7 +96,6 @@ class SamplerRun:
     curve: list[tuple[float, float]]
     reference_curve: list[tuple[float, float]]
     engine: Engine
-    negatives: list[Negative] = field(default_factory=list)
 
 
 def compare_samplers(
@@ -103,7 +103,7 @@ def compare_samplers(
     samplers: Sequence[str],
     config: EngineConfig,
     *,
-    keep_negatives: bool = False,
+    truth: GroundTruth | None = None,
     curve_every: int = 1_000,
     on_progress: ComparisonProgress | None = None,
 ) -> list[SamplerRun]:
@@ -111,6 +111,11 @@ def compare_samplers(
 
     Every engine gets ``config`` with only its sampler changed, so each trains
     its own copy of the same model from the same seed on the same events.
+
+    With the ``truth`` of a synthetic stream, each report also gives
+    ``true_negative_precision`` (share of negatives the user was really shown
+    and skipped) and ``community_nmi`` (final communities against the planted
+    ones).
     """
     if curve_every < 1:
         raise ValueError(f"curve_every must be positive, got {curve_every}")
@@ -118,7 +123,7 @@ def compare_samplers(
     for name in samplers:
         engine = Engine(dataclasses.replace(config, sampler=name))
         counter = FalseNegativeCounter(events)
-        kept: list[Negative] = []
+        true_negatives = 0
         curve: list[tuple[float, float]] = []
         reference: list[tuple[float, float]] = []
         logger.info("evaluating sampler %s on %d events", name, len(events))
@@ -127,8 +132,10 @@ def compare_samplers(
         for done, event in enumerate(events, start=1):
             negatives = engine.process(event).negatives
             counter.update(negatives)
-            if keep_negatives:
-                kept.extend(negatives)
+            if truth is not None:
+                true_negatives += sum(
+                    truth.is_skipped(n.user_id, n.item_id) for n in negatives
+                )
             if done % curve_every == 0 or done == len(events):
                 ndcg = engine.evaluator.result()["window_ndcg@10"]
                 curve.append((event.timestamp, ndcg))
@@ -142,5 +149,11 @@ def compare_samplers(
         report["seconds"] = seconds
         report["events_per_second"] = len(events) / seconds if seconds > 0 else 0.0
         report["false_negative_rate"] = counter.rate
-        runs.append(SamplerRun(name, report, curve, reference, engine, kept))
+        if truth is not None:
+            drawn = counter.negatives
+            report["true_negative_precision"] = true_negatives / drawn if drawn else 0.0
+            report["community_nmi"] = normalized_mutual_info(
+                engine.communities.partition(), truth.communities
+            )
+        runs.append(SamplerRun(name, report, curve, reference, engine))
     return runs
