@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection
 from typing import NamedTuple
@@ -52,6 +53,12 @@ class PopularityDraw(NamedTuple):
     item_id: ItemId
     popularity: float
     probability: float
+
+
+@functools.cache
+def _descent_steps(size: int) -> tuple[int, ...]:
+    """Return the strides of a Fenwick descent in a tree of ``size`` slots."""
+    return tuple(size >> level for level in range(1, size.bit_length()))
 
 
 def _cumulative_pick(
@@ -282,7 +289,7 @@ class DecayedPopularity:
         # The excluded weight is summed exactly so the result does not depend
         # on the iteration order of the exclusion set.
         excluded_slots = self._slots_of(exclude)
-        excluded = math.fsum(self._weights[slot] for slot in excluded_slots)
+        excluded = math.fsum(map(self._weights.__getitem__, excluded_slots))
         eligible = len(self._slot) - len(excluded_slots)
         decay = self._factor(self._t_ref - timestamp)
 
@@ -329,22 +336,25 @@ class DecayedPopularity:
     ) -> int:
         """Return a slot drawn by weight among eligible items, or -1 if none came."""
         tree, size, mass, items = self._tree, self._size, self._mass, self._items
+        steps = _descent_steps(size)
         for _ in range(_MAX_TRIES):
             if not uniforms:
                 uniforms.extend(rng.random(_BATCH).tolist())
             point = uniforms.pop() * mass
 
+            # Rounding may put the point past the tree's own total.
+            if point >= tree[size]:
+                continue
+
             # Fenwick descent: the last slot whose prefix sum is <= point.
             slot = 0
-            step = size
-            while step:
-                probe = slot + step
-                if probe <= size and tree[probe] <= point:
-                    slot = probe
-                    point -= tree[probe]
-                step >>= 1
+            for step in steps:
+                node = tree[slot + step]
+                if node <= point:
+                    slot += step
+                    point -= node
 
-            # Rounding may land past the last held slot or on an empty one.
+            # A drifted sum may still land on a free slot or past the held ones.
             if slot >= len(items):
                 continue
             item_id = items[slot]

@@ -57,6 +57,8 @@ def uniform_draws(
     one O(|exclude|) count); below that, or after 32 rejected tries, the rest
     come exactly from the eligible indices in O(catalog).
     """
+    if n <= 0:
+        return []
     ids = catalog.ids
     size = len(ids)
     eligible = size - sum(map(catalog.__contains__, exclude))
