@@ -8,23 +8,18 @@ from collections.abc import Collection, Iterator
 
 import numpy as np
 
-from icpns_stream.decayed_popularity import DecayedPopularity
+# Uniform draws reject and fall back on the same terms as weighted ones.
+from icpns_stream.decayed_popularity import (
+    _BATCH,
+    _MAX_TRIES,
+    _MIN_ACCEPT_SHARE,
+    DecayedPopularity,
+)
 from icpns_stream.item_catalog import ItemCatalog
 from icpns_stream.samplers.base import Negative, Sampler, SamplingContext
 from icpns_stream.types import CommunityId, ItemId, UserId
 
 __all__ = ["NegativeDraws", "SeededSampler", "uniform_draws"]
-
-#: Rejection serves while at least this share of the catalog is eligible, so a
-#: pick expects at most 4 tries.
-_MIN_ACCEPT_SHARE = 0.25
-
-#: Rejection tries per pick before the exact draw takes over; at the worst
-#: accepted share (1/4) all of them fail with probability 0.75**32 (1e-4).
-_MAX_TRIES = 32
-
-#: Uniform numbers drawn from the generator at a time.
-_BATCH = 8
 
 
 class SeededSampler(Sampler):
