@@ -41,9 +41,9 @@ class CommunityPopularity:
 
     References
     ----------
-    Z. Chen, Y. Lin and H. Xu, "In-community popularity negative sampling",
-    2026: in-community click counts raised to a power as the negative
-    distribution, here made streaming with time decay.
+    Chen, Lin and Xu (2026), In-Community Popularity Negative Sampling (ICPNS):
+    in-community click counts raised to a power as the negative distribution,
+    computed once in batch; here made streaming with time decay.
 
     Examples
     --------

@@ -44,8 +44,8 @@ class IcpnsSampler(SeededSampler):
 
     References
     ----------
-    Z. Chen, Y. Lin and H. Xu, "In-community popularity negative sampling",
-    2026 (batch form: communities by k-means, click counts ** alpha).
+    Chen, Lin and Xu (2026), In-Community Popularity Negative Sampling (ICPNS),
+    in batch form: communities by k-means, in-community counts ** alpha.
 
     Examples
     --------
