@@ -55,7 +55,9 @@ class EngineConfig:
     window
         Events in the sliding window of the windowed metrics.
     dedupe_window
-        Recent event ids remembered to learn a redelivered event once.
+        Recent event ids remembered to learn a redelivered event once. It must
+        cover what a restart can redeliver: the events since the last
+        checkpoint, and the batch in flight.
     """
 
     sampler: str = "icpns"
@@ -69,7 +71,7 @@ class EngineConfig:
     hard_candidates: int = 10
     refresh_every: int = 10_000
     window: int = 1_000
-    dedupe_window: int = 1_000_000
+    dedupe_window: int = 100_000
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -207,6 +209,9 @@ class Engine:
         # Update the state the samplers read, the click joining the history first
         # so it can never come back as its own negative.
         index = self.catalog.add(item)
+        # Keep the catalog's copy of the id, so histories share one string per
+        # item instead of holding every event's own.
+        item = self.catalog.ids[index]
         community = self.communities.update(user, item, event.timestamp)
         self.popularity.update(community, item, event.timestamp)
         self.most_popular.update(index, event.timestamp)
