@@ -24,20 +24,26 @@ class Communities:
     At every click the clicking user takes the community that most raises the
     modularity, given the communities of everybody else: the label propagation
     rule of Barber and Clark (LPAm), which is also the local move of Louvain.
-    The rule needs, per community, the user's co-click weight into it and the
-    community's total degree. The first is the sum over the user's items of
-    their per-community click counts, the second is kept up to date at every
-    click, so the step never projects the graph. A new user is placed at its
-    first click, and a user whose taste drifts moves at once.
+    Unlike plain label propagation it weighs each community by its total degree,
+    so the largest community does not absorb everyone. The rule needs, per
+    community, the user's co-click weight into it and the community's total
+    degree. The first is the sum over the user's items of their per-community
+    user counts, the second is kept up to date at every click, so the step never
+    projects the graph. A new user is placed at its first click, and a user
+    whose taste drifts moves at once.
 
     The step alone cannot create communities (one community is a fixed point),
-    so the structure comes from periodic refreshes: Louvain (networkx, seeded)
-    on a bounded graph of the recent clicks, in which each user keeps only its
-    heaviest co-click edges. Each new community takes the id of the old one that
-    supplied more than half of its members (greedily, largest overlap first), so
-    ids carry over while membership does; the others get ids never used before.
-    The refreshed users then repeat the step a few times against the whole graph,
-    which recovers the modularity the sparsification lost.
+    so the structure comes from periodic refreshes:
+
+    1. Louvain (networkx, seeded) on a bounded graph: the most recently active
+       users of the last clicks, each keeping its heaviest co-click edges.
+    2. Each new community takes the id of the old one that supplied more than
+       half of its members (greedily, largest overlap first), so ids carry over
+       while membership does; the others get ids never used before.
+    3. The refreshed users repeat the step against the whole graph, which
+       recovers the modularity the sparse graph lost.
+    4. Pairs of communities merge while a merge raises the modularity (the
+       coarsening level of Louvain, on exact inter-community weights).
 
     Parameters
     ----------
@@ -47,24 +53,28 @@ class Communities:
         Seed of the refreshes (Louvain's node order and the repeated steps).
     first_refresh
         Clicks before the first refresh. Later gaps double until they reach
-        ``refresh_every``, so communities exist early at a bounded cost.
+        ``refresh_every``, so communities exist early at a bounded cost. Until
+        then every user is in community 0.
     window
-        The refresh graph holds the (user, item) pairs of the last ``window``
-        clicks.
+        The refresh graph is built from the (user, item) pairs of the last
+        ``window`` clicks.
     neighbours
         In the refresh graph each user keeps its ``neighbours`` heaviest co-click
         edges (an edge stays when either end keeps it).
     max_item_users
         In the refresh graph an item links only its ``max_item_users`` most
         recent users, which bounds the projection cost of very popular items.
+    refresh_users
+        The refresh graph holds at most this many users, the most recently
+        active of the window. Users outside it keep their community.
     resolution
-        Modularity resolution of both the step and Louvain; above 1 favours
-        smaller communities.
+        Modularity resolution of the step, Louvain and the merges; above 1
+        favours smaller communities.
     polish_sweeps
-        How many times each refreshed user repeats the step after a refresh.
+        How many times each refreshed user repeats the step after Louvain.
     min_size
-        A refresh community smaller than this is not created; its users keep
-        their community and are placed again by the repeated steps.
+        A Louvain community smaller than this is not created; its users keep
+        their community until the repeated steps place them.
 
     Attributes
     ----------
@@ -75,13 +85,22 @@ class Communities:
 
     Notes
     -----
-    A step costs O(n_u * C) in numpy, for a user with n_u distinct items and C
-    communities: one gather of the users' item rows of the item-community count
-    matrix. A new (user, item) pair adds O(C). A refresh costs
-    O(W * max_item_users) for the projection of W window pairs, networkx Louvain
-    on at most ``neighbours`` edges per window user, and ``polish_sweeps`` steps
-    per window user; with the gap at ``refresh_every`` clicks that is a bounded
-    cost per click however long the stream. Memory is O(pairs + items * C).
+    A step costs O(n_u * C) in numpy for a user with n_u distinct items and C
+    communities: one gather of the user's rows of the item-community count
+    matrix. A new (user, item) pair adds O(C). A refresh costs, with W =
+    ``window`` and R = ``refresh_users``: O(W log W) to pick the pairs, at most
+    W * ``max_item_users`` products for the projection, networkx Louvain on at
+    most R * ``neighbours`` edges, ``polish_sweeps`` steps per refreshed user,
+    and O(I * C^2) for the merges over I items. None of it grows with the
+    stream's length except the merges' relabelling, O(users) per merge, so the
+    cost per click is bounded. Memory is O(pairs + I * C + W).
+
+    Measured (2 shared cores): on ml-100k in time order, 29 us per click of CPU
+    with 12 refreshes included, and a final modularity of 0.0985 against 0.0982
+    for batch Louvain on the whole co-click graph. On a simulated stream of
+    1,000,000 clicks (88,115 active users, 20,000 items, 20 planted
+    communities), 52 us per click, each refresh about 0.35 s, and a modularity
+    of 0.326 against 0.313 for the planted partition.
 
     The click's timestamp is not used: windows count clicks, so the cost of a
     refresh does not depend on how bursty the stream is.
@@ -409,42 +428,49 @@ class Communities:
         self._id_column = {int(c): n for n, c in enumerate(self._column_id.tolist())}
 
     def _merge(self) -> None:
-        # Co-click weight between communities: pairs of users across them per item.
+        # Co-click weight between two communities: per item, the product of
+        # their user counts, summed; a float matmul keeps it fast.
         live = np.flatnonzero(self._column_id >= 0)
         per_item = self._counts[: len(self._item_index)][:, live].astype(np.float64)
         between = per_item.T @ per_item
         totals = self._totals[live].astype(np.float64)
-        members = self._members[live].copy()
-        ids = self._column_id[live].copy()
-        two_m = float(self._two_m)
         alive = np.ones(live.size, dtype=bool)
-        while True:
+        two_m = float(self._two_m)
+
+        # Merging a and b gains modularity iff w_ab * 2m > resolution * d_a * d_b.
+        while alive.sum() > 1:
             gain = between * two_m - self.resolution * np.outer(totals, totals)
             np.fill_diagonal(gain, -np.inf)
             gain[~alive, :] = -np.inf
             gain[:, ~alive] = -np.inf
-            if live.size < 2 or gain.max() <= 0:
-                break
             a, b = np.unravel_index(int(np.argmax(gain)), gain.shape)
-            if (members[b], -ids[b]) > (members[a], -ids[a]):
-                a, b = b, a
-            # b joins a: its row and column fold into a's.
+            if gain[a, b] <= 0:
+                break
+
+            # The larger community (then the older) keeps its id.
+            keep, gone = int(live[a]), int(live[b])
+            if (self._members[gone], -self._column_id[gone]) > (
+                self._members[keep],
+                -self._column_id[keep],
+            ):
+                a, b, keep, gone = b, a, gone, keep
             between[a] += between[b]
             between[:, a] += between[:, b]
             totals[a] += totals[b]
-            members[a] += members[b]
             alive[b] = False
-            keep, gone = int(live[a]), int(live[b])
-            n_users = len(self._user_ids)
-            labels = self._label[:n_users]
-            labels[labels == gone] = keep
-            self._counts[:, keep] += self._counts[:, gone]
-            self._counts[:, gone] = 0
-            self._totals[keep] += self._totals[gone]
-            self._totals[gone] = 0
-            self._members[keep] += self._members[gone]
-            self._members[gone] = 0
-            self._retire(gone)
+            self._fold(gone, keep)
+
+    def _fold(self, gone: int, keep: int) -> None:
+        # Every user of ``gone`` joins ``keep`` with its counts and degrees.
+        labels = self._label[: len(self._user_ids)]
+        labels[labels == gone] = keep
+        self._counts[:, keep] += self._counts[:, gone]
+        self._counts[:, gone] = 0
+        self._totals[keep] += self._totals[gone]
+        self._totals[gone] = 0
+        self._members[keep] += self._members[gone]
+        self._members[gone] = 0
+        self._retire(gone)
 
     def _louvain(self) -> tuple[np.ndarray, list[list[int]]]:
         # The window's distinct pairs, each at its latest click.

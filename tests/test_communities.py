@@ -170,6 +170,33 @@ def test_planted_groups_are_found_and_nothing_collapses(seed: int) -> None:
     assert sum(size >= 10 for size in sizes.values()) == 4
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_no_merge_of_two_communities_gains_after_a_refresh(seed: int) -> None:
+    clicks = planted_stream(
+        seed, n_groups=5, users_per_group=8, n_clicks=700, noise=0.4
+    )
+    communities = Communities(refresh_every=200, first_refresh=100, neighbours=2)
+    checked = 0
+    for n, (user, item) in enumerate(clicks):
+        refreshes = communities.n_refreshes
+        communities.update(user, item, float(n))
+        if communities.n_refreshes == refreshes:
+            continue
+
+        # Brute force: merge every pair and recompute the modularity.
+        graph = CoClickGraph.from_clicks(clicks[: n + 1])
+        partition = communities.partition()
+        current = graph.modularity(partition)
+        ids = sorted(communities.sizes())
+        for a in ids:
+            for b in ids:
+                if a < b:
+                    merged = {u: a if c == b else c for u, c in partition.items()}
+                    assert graph.modularity(merged) <= current + 1e-12
+        checked += len(ids) >= 2
+    assert checked >= 3
+
+
 def test_random_streams_keep_invariants() -> None:
     rng = np.random.default_rng(7)
     communities = Communities(
