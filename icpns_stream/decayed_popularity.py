@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from array import array
 from collections.abc import Collection
 from typing import NamedTuple
 
@@ -308,7 +309,7 @@ class DecayedPopularity:
             # Otherwise draw exactly from the weights of the eligible slots only.
             if slot < 0:
                 if weights is None:
-                    weights = np.array(self._weights)
+                    weights = np.array(self._weights, dtype=float)
                     weights[excluded_slots] = 0.0
                     weights[[self._slot[item] for item in picked]] = 0.0
                 slot, available = _cumulative_pick(rng, weights)
@@ -381,12 +382,12 @@ class DecayedPopularity:
         self._threshold = self._floor
         self._slot: dict[ItemId, int] = {}
         self._items: list[ItemId | None] = []
-        self._scaled: list[float] = []
-        self._weights: list[float] = []
+        self._scaled = array("d")
+        self._weights = array("d")
         self._free: list[int] = []
         self._order = SortedList()
         self._size = 1
-        self._tree = [0.0, 0.0]
+        self._tree = array("d", [0.0, 0.0])
         self._mass = 0.0
         self._scaled_total = 0.0
         self._edits = 0
@@ -446,7 +447,7 @@ class DecayedPopularity:
     def _rebuild_tree(self) -> None:
         """Recompute the Fenwick tree and both totals from the slots."""
         size = self._size
-        tree = [0.0] * (size + 1)
+        tree = array("d", bytes(8 * (size + 1)))
         tree[1 : len(self._weights) + 1] = self._weights
         for index in range(1, size + 1):
             parent = index + (index & -index)
@@ -472,8 +473,8 @@ class DecayedPopularity:
         self._reset(t_ref)
         self._items = list(items)
         self._slot = {item_id: slot for slot, item_id in enumerate(items)}
-        self._scaled = scaled_values
-        self._weights = [scaled**self._alpha for scaled in scaled_values]
+        self._scaled = array("d", scaled_values)
+        self._weights = array("d", [scaled**self._alpha for scaled in scaled_values])
         self._order = SortedList(zip(scaled_values, items, strict=True))
         while self._size < len(items):
             self._size *= 2
