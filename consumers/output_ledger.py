@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -51,12 +50,10 @@ class OutputLedger:
     ----------
     written
         The outputs found by `scan` that must not be written again.
-    failures
-        Outputs whose delivery failed since the last `reset_failures`.
 
     Notes
     -----
-    `seen` and the delivery callbacks cost O(1); `scan` costs one read of the
+    `seen` and `record_delivery` cost O(1); `scan` costs one read of the
     output written since the checkpoint. Keeping the position of the sink in
     the same checkpoint as the state follows the "idempotent sink" pattern of
     Kleppmann, *Designing Data-Intensive Applications* (2017), chapter 11.
@@ -83,9 +80,6 @@ class OutputLedger:
         }
         self._scan_start: Positions = {}
         self.written: set[SourceRef] = set()
-        self.failures = 0
-        self.last_failure: BaseException | None = None
-        self._lock = threading.Lock()
 
     def headers(
         self, topic: str, partition: int, offset: int, index: int
@@ -117,23 +111,10 @@ class OutputLedger:
         return ref in self.written
 
     def record_delivery(self, topic: str, partition: int, offset: int) -> None:
-        """Note that an output landed at ``offset``; called by the producer."""
-        with self._lock:
-            parts = self._positions.setdefault(topic, {})
-            if offset + 1 > parts.get(partition, 0):
-                parts[partition] = offset + 1
-
-    def record_failure(self, error: BaseException) -> None:
-        """Note that an output could not be delivered; called by the producer."""
-        with self._lock:
-            self.failures += 1
-            self.last_failure = error
-
-    def reset_failures(self) -> None:
-        """Forget failures, once the state went back to before them."""
-        with self._lock:
-            self.failures = 0
-            self.last_failure = None
+        """Note that an output of this lineage landed at ``offset``."""
+        parts = self._positions.setdefault(topic, {})
+        if offset + 1 > parts.get(partition, 0):
+            parts[partition] = offset + 1
 
     def checkpoint_positions(
         self, source_offsets: Mapping[str, Mapping[int, int]]
@@ -150,8 +131,7 @@ class OutputLedger:
             for ref in self.written
             if ref[2] >= source_offsets.get(ref[0], {}).get(ref[1], 0)
         }
-        with self._lock:
-            current = {topic: dict(parts) for topic, parts in self._positions.items()}
+        current = {topic: dict(parts) for topic, parts in self._positions.items()}
         if not self.written:
             self._scan_start = {}
             return current
@@ -219,15 +199,11 @@ class OutputLedger:
                     pending.discard(tp)
 
         # Later outputs of this process land after what the scan read.
-        with self._lock:
-            self._scan_start = {}
-            for tp in assigned:
-                start = self._scan_start.setdefault(tp.topic, {})
-                start[tp.partition] = starts[tp]
-                parts = self._positions.setdefault(tp.topic, {})
-                parts[tp.partition] = max(
-                    parts.get(tp.partition, 0), consumer.position(tp)
-                )
+        self._scan_start = {}
+        for tp in assigned:
+            self._scan_start.setdefault(tp.topic, {})[tp.partition] = starts[tp]
+            parts = self._positions.setdefault(tp.topic, {})
+            parts[tp.partition] = max(parts.get(tp.partition, 0), consumer.position(tp))
         logger.info(
             "read the output topics back: %d outputs of this state already written",
             found,
@@ -238,4 +214,3 @@ class OutputLedger:
         for parts in self._positions.values():
             assert all(offset >= 0 for offset in parts.values())
         assert all(len(ref) == 4 for ref in self.written)
-        assert self.failures >= 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socket
 import time
 import urllib.request
 from collections import Counter
@@ -15,6 +16,7 @@ import pytest
 from kafka_kit import (
     TEST_CONFIG,
     ServiceThread,
+    TcpProxy,
     clean_run,
     committed,
     make_settings,
@@ -26,6 +28,7 @@ from kafka_kit import (
 )
 
 from consumers.connection import BrokerUnavailableError, TopicMissingError
+from consumers.local_broker import LocalBroker
 from consumers.output_ledger import SOURCE_HEADER
 from consumers.service import ConsumerService, ServiceSettings
 from icpns_stream.checkpoint import Checkpoint
@@ -381,3 +384,57 @@ def _parse_samples(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+def test_broker_lost_mid_run_is_waited_out_not_crashed_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Clients reach this broker only through a proxy that the test can cut.
+    proxy_target = LocalBroker(log_path=tmp_path / "tansu.log")
+    proxy_target.port = _free_port()
+    proxy = TcpProxy(proxy_target.port)
+    proxy_target.advertised_port = proxy.port
+    with proxy_target:
+        proxy.restore()
+        bootstrap = f"127.0.0.1:{proxy.port}"
+        topic = new_topic(bootstrap, "outage", partitions=1)
+        events = synthetic_events(200, seed=10)
+        send_events(bootstrap, topic, events[:100])
+        settings = make_settings(
+            bootstrap,
+            tmp_path / "state",
+            topic,
+            exit_when_idle=None,
+            checkpoint_every=40,
+            flush_timeout=1.0,
+        )
+        runner = ServiceThread(settings).start()
+        service = runner.service
+        _wait_for(lambda: sum(service.positions.values()) == 100, "first half")
+
+        # Longer than the session timeout: the group forgets the member.
+        with caplog.at_level(logging.WARNING):
+            proxy.cut()
+            time.sleep(8)
+            assert runner.alive
+            proxy.restore()
+        assert any(r.levelno >= logging.WARNING for r in caplog.records)
+        send_events(bootstrap, topic, events[100:])
+        _wait_for(lambda: sum(service.positions.values()) == 200, "second half")
+        assert runner.stop() == 0
+
+        engine = service.engine
+        assert engine is not None
+        assert engine.state_summary() == clean_run(events, TEST_CONFIG).state_summary()
+        negatives = read_topic(bootstrap, settings.negatives_topic)
+        assert len(negatives) == engine.negatives_drawn
+        assert max(_sources(negatives).values()) == 1
+        assert committed(bootstrap, settings.group_id, topic) == {0: 200}
+        proxy.cut()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
