@@ -75,6 +75,12 @@ class Communities:
     min_size
         A Louvain community smaller than this is not created; its users keep
         their community until the repeated steps place them.
+    max_communities
+        At most this many communities: a refresh creates only the largest
+        Louvain communities, and after it the smallest communities beyond the
+        cap join the kept community that costs the least modularity. This keeps
+        the step's cost, linear in the number of communities, bounded at high
+        resolution.
 
     Attributes
     ----------
@@ -142,6 +148,7 @@ class Communities:
         resolution: float = 1.0,
         polish_sweeps: int = 2,
         min_size: int = 2,
+        max_communities: int = 64,
     ) -> None:
         for name, value in (
             ("refresh_every", refresh_every),
@@ -151,6 +158,7 @@ class Communities:
             ("max_item_users", max_item_users),
             ("refresh_users", refresh_users),
             ("min_size", min_size),
+            ("max_communities", max_communities),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -168,6 +176,7 @@ class Communities:
         self.resolution = float(resolution)
         self.polish_sweeps = polish_sweeps
         self.min_size = min_size
+        self.max_communities = max_communities
 
         self.n_clicks = 0
         self.n_refreshes = 0
@@ -428,14 +437,31 @@ class Communities:
         self._id_column = {int(c): n for n, c in enumerate(self._column_id.tolist())}
 
     def _merge(self) -> None:
-        # Co-click weight between two communities: per item, the product of
-        # their user counts, summed; a float matmul keeps it fast.
+        # Live communities by decreasing size, then age. The co-click weight
+        # between two of them is, per item, the product of their user counts,
+        # summed: a float matmul.
         live = np.flatnonzero(self._column_id >= 0)
-        per_item = self._counts[: len(self._item_index)][:, live].astype(np.float64)
-        between = per_item.T @ per_item
-        totals = self._totals[live].astype(np.float64)
-        alive = np.ones(live.size, dtype=bool)
+        live = live[np.lexsort((self._column_id[live], -self._members[live]))]
+        per_item = self._counts[: len(self._item_index)].astype(np.float64)
+        totals = self._totals.astype(np.float64)
         two_m = float(self._two_m)
+
+        # Beyond the cap, the smallest communities join the kept one they gain
+        # the most (or lose the least) modularity by joining.
+        live, excess = live[: self.max_communities], live[self.max_communities :]
+        if excess.size:
+            weight = per_item[:, excess].T @ per_item[:, live]
+            gain = weight * two_m - self.resolution * np.outer(
+                totals[excess], totals[live]
+            )
+            targets = live[np.argmax(gain, axis=1)]
+            for gone, keep in zip(excess.tolist(), targets.tolist(), strict=True):
+                self._fold(gone, keep)
+            per_item = self._counts[: len(self._item_index)].astype(np.float64)
+            totals = self._totals.astype(np.float64)
+        per_item, totals = per_item[:, live], totals[live]
+        between = per_item.T @ per_item
+        alive = np.ones(live.size, dtype=bool)
 
         # Merging a and b gains modularity iff w_ab * 2m > resolution * d_a * d_b.
         while alive.sum() > 1:
@@ -511,7 +537,8 @@ class Communities:
             (window_users[sorted(part)].tolist() for part in found),
             key=lambda part: (-len(part), part[0]),
         )
-        return window_users, [part for part in parts if len(part) >= self.min_size]
+        kept = [part for part in parts if len(part) >= self.min_size]
+        return window_users, kept[: self.max_communities]
 
     def _check(self) -> None:
         n_users = len(self._user_ids)

@@ -197,6 +197,22 @@ def test_no_merge_of_two_communities_gains_after_a_refresh(seed: int) -> None:
     assert checked >= 3
 
 
+def test_community_cap_holds_at_high_resolution() -> None:
+    clicks = planted_stream(5, n_groups=6, users_per_group=10, n_clicks=900, noise=0.2)
+    capped = Communities(
+        refresh_every=150, first_refresh=150, resolution=6.0, max_communities=3
+    )
+    free = Communities(refresh_every=150, first_refresh=150, resolution=6.0)
+    for n, (user, item) in enumerate(clicks):
+        refreshes = capped.n_refreshes
+        capped.update(user, item, float(n))
+        free.update(user, item, float(n))
+        if capped.n_refreshes != refreshes:
+            capped._check()
+            assert capped.n_communities <= 3
+    assert free.n_communities > 3
+
+
 def test_random_streams_keep_invariants() -> None:
     rng = np.random.default_rng(7)
     communities = Communities(
