@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib.dates as mdates
+import numpy as np
 from matplotlib.figure import Figure
 
 from icpns_stream.sampler_comparison import SamplerRun
@@ -26,13 +26,10 @@ def plot_ndcg_curves(
     figure = Figure(figsize=(9, 5), dpi=120)
     axes = figure.subplots()
     for run in runs:
-        times = [datetime.fromtimestamp(t, tz=UTC) for t, _ in run.curve]
-        axes.plot(times, [v for _, v in run.curve], label=run.sampler, linewidth=1.4)
+        axes.plot(*_series(run.curve), label=run.sampler, linewidth=1.4)
     if runs and runs[0].reference_curve:
-        reference = runs[0].reference_curve
         axes.plot(
-            [datetime.fromtimestamp(t, tz=UTC) for t, _ in reference],
-            [v for _, v in reference],
+            *_series(runs[0].reference_curve),
             label="most popular (no model)",
             linestyle="--",
             color="grey",
@@ -41,9 +38,17 @@ def plot_ndcg_curves(
     axes.set_xlabel("event time (UTC)")
     axes.set_ylabel(f"NDCG@10 over the last {window:,} events")
     axes.set_title(title)
-    axes.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    # Concise dates read well whether the stream spans hours or years.
+    locator = mdates.AutoDateLocator()
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     axes.grid(alpha=0.3)
     axes.legend(loc="best")
-    figure.autofmt_xdate()
     figure.tight_layout()
     figure.savefig(path)
+
+
+def _series(curve: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    # Unix seconds as datetime64 give the time axis real dates, in UTC.
+    times = np.array([round(t) for t, _ in curve], dtype="datetime64[s]")
+    return times, np.array([value for _, value in curve])

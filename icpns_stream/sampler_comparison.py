@@ -27,25 +27,23 @@ ComparisonProgress = Callable[[str, int, int], None]
 class FalseNegativeCounter:
     """Counts sampled negatives that their user clicks later in the stream.
 
-        A negative is never an item its user clicked before it was drawn, so any
-        click of that (user, item) pair anywhere in the stream comes later: the pair
-        set of the whole stream is the oracle. The share of such negatives measures
-        how often a sampler hands the model a "negative" the user actually wanted.
+    A negative is never an item its user clicked before it was drawn, so any
+    click of that (user, item) pair anywhere in the stream comes later: the pair
+    set of the whole stream is the oracle. The share of such negatives measures
+    how often a sampler hands the model a "negative" the user actually wanted.
 
-        Parameters
-        ----------
-        events
-            The whole stream the negatives are drawn from.
+    Parameters
+    ----------
+    events
+        The whole stream the negatives are drawn from.
 
-        Examples
-        --------
-        >>> from icpns_stream.events import ClickEvent
-    from icpns_stream.ground_truth import GroundTruth
-    from icpns_stream.partition_metrics import normalized_mutual_info
-        >>> counter = FalseNegativeCounter([ClickEvent("u", "a", 1.0)])
-        >>> counter.update([_negative("u", "a"), _negative("u", "b")])
-        >>> counter.rate
-        0.5
+    Examples
+    --------
+    >>> from icpns_stream.events import ClickEvent
+    >>> counter = FalseNegativeCounter([ClickEvent("u", "a", 1.0)])
+    >>> counter.update([_negative("u", "a"), _negative("u", "b")])
+    >>> counter.rate
+    0.5
     """
 
     def __init__(self, events: Iterable[ClickEvent]) -> None:
