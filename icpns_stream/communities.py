@@ -101,12 +101,13 @@ class Communities:
     stream's length except the merges' relabelling, O(users) per merge, so the
     cost per click is bounded. Memory is O(pairs + I * C + W).
 
-    Measured (2 shared cores): on ml-100k in time order, 29 us per click of CPU
-    with 12 refreshes included, and a final modularity of 0.0985 against 0.0982
-    for batch Louvain on the whole co-click graph. On a simulated stream of
-    1,000,000 clicks (88,115 active users, 20,000 items, 20 planted
-    communities), 52 us per click, each refresh about 0.35 s, and a modularity
-    of 0.326 against 0.313 for the planted partition.
+    Measured with ``benchmarks/community_quality.py`` on 2 shared cores: on
+    ml-100k in time order, 29 to 41 us of CPU per click with its 12 refreshes
+    included, and a final modularity of 0.0985 against 0.0982 for batch Louvain
+    on the whole co-click graph. On a simulated stream of 1,000,000 clicks
+    (88,115 active users, 20,000 items, 20 planted communities), 50 to 56 us per
+    click, flat from the first 100,000 clicks to the last, each refresh about
+    0.3 s, and a modularity of 0.326 against 0.313 for the planted partition.
 
     The click's timestamp is not used: windows count clicks, so the cost of a
     refresh does not depend on how bursty the stream is.
