@@ -40,11 +40,17 @@ class OracleScope:
 
 
 def replay(
-    seed: int, events: int, half_life: float, floor: float
+    seed: int, events: int, half_life: float, floor: float, sweep_every: int = 1
 ) -> tuple[CommunityPopularity, OracleScope, dict[int, OracleScope], float]:
-    """Random clicks by users of 4 communities (or none), some of them late."""
+    """Random clicks by users of 4 communities (or none), some of them late.
+
+    The oracle prunes every community at every click, so by default the
+    counters sweep at every click too.
+    """
     rng = random.Random(seed)
-    popularity = CommunityPopularity(half_life, alpha=0.8, floor=floor)
+    popularity = CommunityPopularity(
+        half_life, alpha=0.8, floor=floor, sweep_every=sweep_every
+    )
     overall = OracleScope(half_life, floor)
     scopes: dict[int, OracleScope] = {}
     clock = now = 0.0
@@ -109,6 +115,30 @@ def test_a_quiet_community_decays_away_and_is_forgotten() -> None:
     assert scopes[2].clicks == {}
     assert popularity.community(2) is None
     assert 2 not in popularity.totals(0.0)["communities"]
+
+
+@pytest.mark.parametrize("sweep_every", [7, 1_024])
+def test_lazy_sweeps_differ_from_eager_ones_only_below_the_floor(
+    sweep_every: int,
+) -> None:
+    eager, _, _, clock = replay(3, 2_048, 4.0, 0.05)
+    lazy, _, _, _ = replay(3, 2_048, 4.0, 0.05, sweep_every=sweep_every)
+    lazy._check()
+    # 2,048 clicks end on a sweep for both: the same communities remain.
+    assert lazy.communities == eager.communities
+    for community in eager.communities:
+        eager_counters, lazy_counters = (
+            eager.community(community),
+            lazy.community(community),
+        )
+        assert eager_counters is not None and lazy_counters is not None
+        for item in {f"i{n}" for n in range(30)}:
+            # A counter a lazy sweep kept a little longer can only carry what
+            # was under the floor when the eager one dropped it.
+            difference = lazy_counters.value(item, clock) - eager_counters.value(
+                item, clock
+            )
+            assert 0.0 <= difference <= 0.05
 
 
 def test_unplaced_users_count_only_globally() -> None:
