@@ -67,7 +67,7 @@ class EngineConfig:
     learning_rate: float = 0.2
     n_factors: int = 32
     seed: int = 0
-    mix: float = 0.0
+    mix: float = 0.5
     hard_candidates: int = 10
     refresh_every: int = 10_000
     window: int = 1_000
