@@ -16,7 +16,11 @@ from kafka import KafkaConsumer, KafkaProducer
 from consumers.connection import connect, create_topic, require_topic
 from consumers.producer import EventProducer
 from consumers.service import ConsumerService, ServiceSettings
-from icpns_stream.cli import add_engine_options, engine_config_from_args
+from icpns_stream.cli import (
+    add_engine_options,
+    engine_config_from_args,
+    parse_duration,
+)
 from icpns_stream.events import ClickEvent
 from icpns_stream.readers import FORMATS, load_replay
 
@@ -165,6 +169,21 @@ def _add_consume(subparsers: Any) -> None:
         help="wait for outputs before postponing a checkpoint (default: %(default)s)",
     )
     pacing.add_argument(
+        "--max-time-skew",
+        type=parse_duration,
+        default=d.max_time_skew,
+        metavar="DURATION",
+        help=(
+            "pause a partition this far ahead in event time of the slowest one "
+            "with messages left, e.g. 30m (default: 1h)"
+        ),
+    )
+    pacing.add_argument(
+        "--no-time-alignment",
+        action="store_true",
+        help="read partitions in Kafka's fetch order, however far apart in time",
+    )
+    pacing.add_argument(
         "--exit-when-idle",
         type=float,
         metavar="SECONDS",
@@ -259,6 +278,7 @@ def _add_produce(subparsers: Any) -> None:
 
 def run_consume(args: argparse.Namespace) -> int:
     """Run the consumer service until it is stopped; return its exit code."""
+    _quiet_kafka_logs()
     settings = ServiceSettings(
         bootstrap_servers=args.bootstrap_servers,
         topic=args.topic,
@@ -281,6 +301,7 @@ def run_consume(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         exit_when_idle=args.exit_when_idle,
+        max_time_skew=None if args.no_time_alignment else args.max_time_skew,
         client_id=args.client_id,
     )
     service = ConsumerService(settings, engine_config_from_args(args))
@@ -290,6 +311,7 @@ def run_consume(args: argparse.Namespace) -> int:
 
 def run_produce(args: argparse.Namespace) -> int:
     """Replay a logged file into a topic; return the exit code."""
+    _quiet_kafka_logs()
     if args.skip < 0:
         raise ValueError(f"--skip must be non-negative, got {args.skip}")
     if args.limit is not None and args.limit < 0:
@@ -327,6 +349,7 @@ def run_produce(args: argparse.Namespace) -> int:
     checker = connect(
         lambda: KafkaConsumer(
             bootstrap_servers=servers,
+            enable_auto_commit=False,
             allow_auto_create_topics=False,
             bootstrap_timeout_ms=5_000,
         ),
@@ -367,3 +390,11 @@ def run_produce(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _quiet_kafka_logs() -> None:
+    """Keep kafka-python's own INFO chatter out of the service's INFO log."""
+    # Its connection and metadata messages come by the dozen per second at INFO;
+    # they stay visible with --log-level debug, and its warnings always do.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("kafka").setLevel(logging.WARNING)

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -30,7 +31,7 @@ from consumers.metrics import ServiceMetrics
 from consumers.output_ledger import OutputLedger
 from icpns_stream.checkpoint import Checkpoint
 from icpns_stream.dead_letters import DeadLetter
-from icpns_stream.engine import Engine, EngineConfig
+from icpns_stream.engine import Engine, EngineConfig, EventOutcome
 from icpns_stream.events import decode_event
 from icpns_stream.exceptions import CheckpointError, IcpnsError, InvalidEventError
 from icpns_stream.samplers.base import Negative
@@ -47,6 +48,9 @@ _METRICS_EVERY = 1.0
 _PROGRESS_LOG_EVERY = 60.0
 _MAX_RETRY_PAUSE = 60.0
 _NEGATIVE_FIELDS = tuple(field.name for field in fields(Negative))
+_NEVER = float("inf")
+# More records than the client can hold fetched (fetch_max_bytes below).
+_DRAIN_RECORDS = 10_000_000
 
 
 class DeliveryError(IcpnsError):
@@ -104,6 +108,11 @@ class ServiceSettings:
     exit_when_idle
         Stop (checkpoint, commit, exit) after this many seconds with nothing
         left to read; None runs until stopped.
+    max_time_skew
+        Seconds of event time a partition may run ahead of the slowest one
+        that still has messages to read; ahead of that it is paused, so a
+        backlog is learned close to time order. None lets Kafka's fetch
+        order decide.
     client_id
         Client id reported to the broker.
     """
@@ -130,6 +139,7 @@ class ServiceSettings:
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
     exit_when_idle: float | None = None
+    max_time_skew: float | None = 3_600.0
     client_id: str = "icpns-stream"
 
     def __post_init__(self) -> None:
@@ -175,10 +185,10 @@ class ServiceSettings:
             raise ValueError(
                 f"metrics_port must be between 0 and 65535, got {self.metrics_port}"
             )
-        if self.exit_when_idle is not None and not self.exit_when_idle > 0:
-            raise ValueError(
-                f"exit_when_idle must be positive, got {self.exit_when_idle}"
-            )
+        for name in ("exit_when_idle", "max_time_skew"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
 
 
 class ConsumerService:
@@ -204,6 +214,10 @@ class ConsumerService:
         is refused.
     metrics
         Where to count; a fresh `ServiceMetrics` when None.
+    on_outcome
+        Called with the input message and the engine's `EventOutcome` after
+        each good message (duplicates included), on the service's thread;
+        another sink for the negatives, or a probe.
 
     Attributes
     ----------
@@ -211,6 +225,8 @@ class ConsumerService:
         The engine, once `run` has loaded or created it.
     positions
         Next input offset per partition covered by the engine's state.
+    event_times
+        Event time (Unix seconds) of the last click read from each partition.
     last_checkpoint
         The newest checkpoint saved or loaded.
 
@@ -245,12 +261,17 @@ class ConsumerService:
         config: EngineConfig | None = None,
         *,
         metrics: ServiceMetrics | None = None,
+        on_outcome: Callable[[Any, EventOutcome], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_outcome = on_outcome
         self.config = config or EngineConfig()
         self.metrics = metrics or ServiceMetrics()
         self.engine: Engine | None = None
         self.positions: dict[TopicPartition, int] = {}
+        self.event_times: dict[TopicPartition, float] = {}
+        self._held: dict[TopicPartition, deque[Any]] = {}
+        self._busy = False
         self.last_checkpoint: Checkpoint | None = None
         self.metrics_port: int | None = None
         self._stop = threading.Event()
@@ -412,16 +433,22 @@ class ConsumerService:
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=settings.heartbeat_interval_ms,
                 max_poll_interval_ms=settings.max_poll_interval_ms,
+                # Smaller fetches give time alignment a finer grain: it acts
+                # between two fetches of a partition (see _align_partitions).
+                max_partition_fetch_bytes=256 * 1024,
+                fetch_max_bytes=16 * 1024 * 1024,
                 **common,
             ),
             "consumer",
         )
+        # Negatives come K per click: large, lingering batches halve the
+        # producer's share of the CPU for at most 50 ms of added latency.
         self._producer = self._connect_client(
             lambda: KafkaProducer(
                 acks="all",
                 enable_idempotence=True,
-                linger_ms=5,
-                batch_size=65_536,
+                linger_ms=50,
+                batch_size=262_144,
                 delivery_timeout_ms=_DELIVERY_TIMEOUT_MS,
                 **common,
             ),
@@ -538,9 +565,10 @@ class ConsumerService:
 
     def _step(self) -> None:
         """One poll, its messages, and whatever checkpoint is due."""
+        # With messages in hand that can be handled, the poll does not wait.
         try:
             batches = self._consumer.poll(
-                timeout_ms=_POLL_TIMEOUT_MS,
+                timeout_ms=0 if self._busy else _POLL_TIMEOUT_MS,
                 max_records=self.settings.max_poll_records,
             )
         except KafkaError as exc:
@@ -555,42 +583,118 @@ class ConsumerService:
         if self._fatal is not None:
             raise self._fatal
         now = time.monotonic()
-        if batches:
-            self._handle_batches(batches)
+        count = 0
+        for tp, records in batches.items():
+            self._held.setdefault(tp, deque()).extend(records)
+            count += len(records)
+        self._busy = bool(self._handle_held()) and bool(self._held)
+        if self._busy or count:
             self._last_record_time = now
+
+        self._align_partitions(drained=count < self.settings.max_poll_records)
         self._maybe_checkpoint(now)
         self._publish_metrics(now)
         self._maybe_exit_idle(now)
 
-    def _handle_batches(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
-        # Work between two polls is bounded: past half the poll interval the
-        # rest is handed back, so the group does not evict a slow member.
+    def _handle_held(self) -> int:
+        """Handle the messages received and not yet handled; return how many.
+
+        Slowest partition first; a partition ahead in event time keeps its
+        messages for a later step. Work per step is bounded by
+        ``max_poll_records`` and by half the poll interval, so the group never
+        takes a slow member for a dead one.
+        """
         budget = self.settings.max_poll_interval_ms / 2_000
         deadline = time.monotonic() + budget
-        handle = self._handle
-        for tp, records in batches.items():
-            for index, record in enumerate(records):
+        handle, times, held = self._handle, self.event_times, self._held
+        limits = self._time_limits()
+        left = self.settings.max_poll_records
+        for tp in sorted(held, key=lambda tp: times.get(tp, -_NEVER)):
+            queue, limit = held[tp], limits.get(tp, _NEVER)
+            while queue and left > 0 and times.get(tp, -_NEVER) <= limit:
                 if time.monotonic() > deadline:
-                    self._hand_back(batches, tp, index)
                     logger.warning(
-                        "a poll's messages took over %.0f s; handing the rest back "
-                        "(lower --max-poll-records)",
+                        "messages took over %.0f s between two polls; the rest "
+                        "waits for the next step (lower --max-poll-records)",
                         budget,
                     )
-                    return
-                handle(record)
+                    return self.settings.max_poll_records - left
+                handle(queue.popleft())
+                left -= 1
+            if not queue:
+                del held[tp]
+        return self.settings.max_poll_records - left
 
-    def _hand_back(
-        self, batches: Mapping[TopicPartition, list[Any]], stop_tp: Any, index: int
-    ) -> None:
-        """Seek every partition back to its first message not handled."""
-        reached = False
-        for tp, records in batches.items():
-            if tp == stop_tp:
-                reached = True
-                self._consumer.seek(tp, records[index].offset)
-            elif reached:
-                self._consumer.seek(tp, records[0].offset)
+    def _time_limits(self) -> dict[TopicPartition, float]:
+        """Event time up to which each partition may be read now.
+
+        Kafka hands partitions over in whatever order its fetches complete (a
+        backlog may come one partition after another), while the engine learns
+        best close to time order, as a replay would. So a partition may run at
+        most ``max_time_skew`` ahead of the slowest other partition that still
+        has messages to read; one never read (or of unknown end) counts as the
+        oldest until it is read.
+        """
+        skew = self.settings.max_time_skew
+        if skew is None:
+            return {}
+        assigned = self._consumer.assignment()
+        lag = self.lag()
+        times = {tp: self.event_times.get(tp, -_NEVER) for tp in assigned}
+        waiting = sorted(
+            (times[tp], tp)
+            for tp in assigned
+            if lag.get((tp.topic, tp.partition), 1) > 0
+        )
+
+        # The slowest other partition is the slowest, or the second slowest
+        # for the slowest itself.
+        limits = {tp: _NEVER for tp in assigned}
+        if waiting:
+            first_time, first = waiting[0]
+            for tp in assigned:
+                if tp != first:
+                    limits[tp] = first_time + skew
+                elif len(waiting) > 1:
+                    limits[tp] = waiting[1][0] + skew
+        return limits
+
+    def _align_partitions(self, *, drained: bool) -> None:
+        """Stop fetching partitions that are ahead and have plenty in hand.
+
+        A partition ahead in event time keeps being fetched until it holds
+        ``max_poll_records`` messages waiting; then it is paused, so what
+        waits stays bounded, and resumed once it is needed again. ``drained``
+        says whether the last poll handed out every record the client had
+        fetched (it returned fewer than it was allowed to).
+        """
+        consumer = self._consumer
+        limits = self._time_limits()
+        times, held = self.event_times, self._held
+        full = self.settings.max_poll_records
+        ahead = {
+            tp
+            for tp, limit in limits.items()
+            if times.get(tp, -_NEVER) > limit and len(held.get(tp, ())) >= full
+        }
+        paused = set(consumer.paused())
+        if ahead - paused:
+            # Pausing a partition whose fetched records are not all handed out
+            # parks them for good in kafka-python 3.0 (they are never given
+            # back on resume), so everything fetched is taken out first.
+            if not drained:
+                try:
+                    extra = consumer.poll(timeout_ms=0, max_records=_DRAIN_RECORDS)
+                except KafkaError as exc:
+                    logger.debug("not pausing this time: %s", exc)
+                    return
+                for tp, records in extra.items():
+                    self._held.setdefault(tp, deque()).extend(records)
+            consumer.pause(*sorted(ahead - paused))
+            logger.debug("paused %s: ahead in event time", _describe_partitions(ahead))
+
+        if paused - ahead:
+            consumer.resume(*sorted(paused - ahead))
 
     def _handle(self, record: Any) -> None:
         """Decode, learn and answer one input message."""
@@ -610,6 +714,9 @@ class ConsumerService:
             self.metrics.count_event(
                 learned=not outcome.duplicate, duplicate=outcome.duplicate
             )
+            self.event_times[TopicPartition(topic, partition)] = event.timestamp
+            if self.on_outcome is not None:
+                self.on_outcome(record, outcome)
         self.positions[TopicPartition(topic, partition)] = offset + 1
         self._totals["messages"] += 1
         self._since_checkpoint += 1
@@ -811,6 +918,8 @@ class ConsumerService:
         if self._closing or self.engine is None or not revoked:
             return {}
         logger.info("partitions revoked: %s", _describe_partitions(revoked))
+        for tp in revoked:
+            self._held.pop(tp, None)
         if self._since_checkpoint > 0 and not self._save_checkpoint("revoke"):
             return {}
         return {
@@ -830,6 +939,7 @@ class ConsumerService:
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Start each partition where the state stopped."""
         for tp in sorted(assigned):
+            self._held.pop(tp, None)
             offset = self.positions.get(tp)
             if offset is not None:
                 self._consumer.seek(tp, offset)
@@ -962,6 +1072,8 @@ class _Rebalance(AsyncConsumerRebalanceListener):
     async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         # The group moved on without us: nothing can be committed, the state
         # and its offsets stay as they are for the next assignment.
+        for tp in lost:
+            self.service._held.pop(tp, None)
         logger.warning(
             "partitions lost (membership expired): %s", _describe_partitions(lost)
         )

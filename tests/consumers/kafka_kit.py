@@ -85,15 +85,24 @@ def make_settings(
 
 
 def synthetic_events(
-    count: int, *, seed: int = 0, start: int = 0, users: int = 30, items: int = 50
+    count: int,
+    *,
+    seed: int = 0,
+    start: int = 0,
+    users: int = 30,
+    items: int = 50,
+    spacing: float = 30.0,
 ) -> list[ClickEvent]:
-    """``count`` clicks with ids ``e{start}``...; popular items clicked more."""
+    """``count`` clicks ``spacing`` s apart with ids ``e{start}``...
+
+    Popular items are clicked more.
+    """
     rng = random.Random(seed)
     return [
         ClickEvent(
             f"u{rng.randrange(users)}",
             f"i{int(rng.paretovariate(1.1)) % items}",
-            900_000_000.0 + 30.0 * (start + t),
+            900_000_000.0 + spacing * (start + t),
             event_id=f"e{start + t}",
         )
         for t in range(count)

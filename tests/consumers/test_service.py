@@ -315,7 +315,7 @@ def test_slow_batches_are_cut_and_handed_back(
     with caplog.at_level(logging.WARNING, logger="consumers.service"):
         runner = ServiceThread(settings).start()
         assert runner.join() == 0
-    assert any("handing the rest back" in r.getMessage() for r in caplog.records)
+    assert any("waits for the next step" in r.getMessage() for r in caplog.records)
     engine = runner.service.engine
     assert engine is not None
     assert engine.state_summary() == clean_run(events, TEST_CONFIG).state_summary()
@@ -438,3 +438,37 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def test_partitions_are_kept_close_in_event_time(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # 100 hours of clicks over three partitions, read five at a time.
+    topic = new_topic(kafka_bootstrap, "aligned", partitions=3)
+    events = synthetic_events(600, seed=13, spacing=600.0)
+    send_events(kafka_bootstrap, topic, events)
+    order: list[tuple[int, float]] = []
+    settings = make_settings(
+        kafka_bootstrap,
+        tmp_path / "state",
+        topic,
+        max_poll_records=5,
+        max_time_skew=7_200.0,
+    )
+    service = ConsumerService(
+        settings,
+        TEST_CONFIG,
+        on_outcome=lambda record, outcome: order.append(
+            (record.partition, outcome.event.timestamp)
+        ),
+    )
+    assert service.run() == 0
+    assert len(order) == 600
+    assert {partition for partition, _ in order} == {0, 1, 2}
+
+    # Lateness: how far behind the newest click learned so far a click comes.
+    newest, lateness = float("-inf"), 0.0
+    for _, timestamp in order:
+        lateness = max(lateness, newest - timestamp)
+        newest = max(newest, timestamp)
+    assert lateness < 12 * 3_600
