@@ -13,7 +13,12 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from consumers.connection import connect, create_topic, require_topic
+from consumers.connection import (
+    connect,
+    create_topic,
+    muted_client_logs,
+    require_topic,
+)
 from consumers.producer import EventProducer
 from consumers.service import ConsumerService, ServiceSettings
 from icpns_stream.cli import (
@@ -360,7 +365,8 @@ def run_produce(args: argparse.Namespace) -> int:
             checker, args.topic, hint="Pass --create-topic --partitions N to create it."
         )
     finally:
-        checker.close()
+        with muted_client_logs():
+            checker.close()
 
     kafka = connect(
         lambda: KafkaProducer(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer
@@ -18,6 +19,7 @@ __all__ = [
     "TopicMissingError",
     "connect",
     "create_topic",
+    "muted_client_logs",
     "require_topic",
 ]
 
@@ -58,7 +60,8 @@ def connect(
     pause = backoff
     for attempt in range(1, retries + 1):
         try:
-            return factory()
+            with muted_client_logs():
+                return factory()
         except KafkaError as exc:
             # Out of attempts: one clear error instead of a hang or a traceback.
             if attempt == retries:
@@ -80,6 +83,26 @@ def connect(
             time.sleep(pause)
             pause = min(MAX_BACKOFF, max(pause * 2, 0.5))
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+@contextlib.contextmanager
+def muted_client_logs() -> Iterator[None]:
+    """Silence kafka-python's logs for a moment (unless at DEBUG).
+
+    Bootstrapping logs several errors per second of a failed attempt, where
+    `connect` logs one warning per attempt; closing a client logs the
+    cancellation of its metadata refresh as an error.
+    """
+    client = logging.getLogger("kafka")
+    if client.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    level = client.level
+    client.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client.setLevel(level)
 
 
 def require_topic(
@@ -142,5 +165,5 @@ def create_topic(
         return False
     finally:
         admin.close()
-    logger.info("created topic %s with %d partitions", topic, partitions)
+    logger.info("created topic %s with %d partition(s)", topic, partitions)
     return True

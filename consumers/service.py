@@ -26,7 +26,12 @@ from kafka import (
 )
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from consumers.connection import connect, create_topic, require_topic
+from consumers.connection import (
+    connect,
+    create_topic,
+    muted_client_logs,
+    require_topic,
+)
 from consumers.metrics import ServiceMetrics
 from consumers.output_ledger import OutputLedger
 from icpns_stream.checkpoint import Checkpoint
@@ -305,13 +310,20 @@ class ConsumerService:
         return self._ready.wait(timeout)
 
     def install_signal_handlers(self) -> None:
-        """Make SIGTERM and SIGINT stop the service cleanly (main thread only)."""
+        """Make SIGTERM and SIGINT stop the service cleanly (main thread only).
+
+        Once consuming, the current batch is finished, the state checkpointed
+        and the offsets committed; while still connecting, the start is
+        abandoned at once (`KeyboardInterrupt`).
+        """
 
         def handle(signum: int, frame: FrameType | None) -> None:
-            logger.info(
-                "%s received: stopping after the current batch",
-                signal.Signals(signum).name,
-            )
+            name = signal.Signals(signum).name
+            # Still connecting (retries can take a while): nothing to save.
+            if not self._ready.is_set():
+                logger.info("%s received while starting: giving up", name)
+                raise KeyboardInterrupt
+            logger.info("%s received: stopping after the current batch", name)
             self.stop()
 
         signal.signal(signal.SIGTERM, handle)
@@ -513,7 +525,8 @@ class ConsumerService:
                 assert self._ledger is not None
                 self._ledger.scan(reader, partitions)
         finally:
-            reader.close()
+            with muted_client_logs():
+                reader.close()
 
         # A crash before the first periodic checkpoint must roll back to here.
         if fresh:
@@ -744,7 +757,8 @@ class ConsumerService:
                 send(out, key=key, value=dumps(body).encode(), headers=headers)
             )
             sent += 1
-        self._totals["negatives"] += sent
+        # The total counts what the topic holds, including what was found there.
+        self._totals["negatives"] += len(negatives)
         self.metrics.negatives.inc(sent)
 
     def _dead_letter(self, record: Any, reason: str) -> None:

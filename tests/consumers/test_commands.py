@@ -299,3 +299,38 @@ def test_consume_help_lists_the_service_and_engine_options(
         "--negatives",
     ):
         assert option in out
+
+
+def test_signal_while_still_connecting_gives_up_at_once(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "icpns_stream.cli",
+            "--log-level",
+            "info",
+            "consume",
+            "--bootstrap-servers",
+            "127.0.0.1:9",
+            "--checkpoint-dir",
+            str(tmp_path / "state"),
+            "--connect-retries",
+            "50",
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(3)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert time.monotonic() - started < 10
+    assert process.returncode == 130, output
+    assert "SIGTERM received while starting: giving up" in output
+    assert "icpns-stream: interrupted" in output
