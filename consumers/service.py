@@ -208,7 +208,10 @@ class ConsumerService:
     offsets it covers, and only then are those offsets committed to the
     group. On start the service resumes from its newest good checkpoint and
     seeks to the offsets it recorded, reading its output topics back so that
-    outputs written after that checkpoint are not written twice.
+    outputs written after that checkpoint are not written twice. Partitions
+    are kept within ``max_time_skew`` of each other in event time: messages of
+    a partition ahead wait in memory, and the partition is paused when enough
+    wait, so a backlog is learned close to time order.
 
     Parameters
     ----------
