@@ -25,10 +25,10 @@ from rich.table import Table
 
 from icpns_stream.dead_letters import DeadLetterWriter
 from icpns_stream.engine import Engine, EngineConfig
-from icpns_stream.exceptions import IcpnsError
+from icpns_stream.exceptions import IcpnsError, InputFormatError
 from icpns_stream.ground_truth import GroundTruth
 from icpns_stream.ndcg_plot import plot_ndcg_curves
-from icpns_stream.readers import FORMATS, load_replay
+from icpns_stream.readers import FORMATS, ReplayLog, load_replay
 from icpns_stream.replay import replay_log
 from icpns_stream.sampler_comparison import SamplerRun, compare_samplers
 from icpns_stream.samplers import SAMPLERS
@@ -319,9 +319,44 @@ def _add_kafka_parsers(commands: Any) -> None:
     add_parsers(commands)
 
 
+def _check_outputs(args: argparse.Namespace, *names: str) -> None:
+    """Fail before a long run, not after it, on an output that cannot be written."""
+    source = args.path.resolve()
+    for name in names:
+        path: Path | None = getattr(args, name, None)
+        if path is None:
+            continue
+        option = "--" + name.replace("_", "-")
+        if path.resolve() == source:
+            raise InputFormatError(
+                f"{option} {path} is the input file; choose another output path"
+            )
+        if not path.parent.is_dir():
+            raise InputFormatError(
+                f"{option} {path}: directory {path.parent} does not exist"
+            )
+    plot: Path | None = getattr(args, "plot", None)
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise InputFormatError(f"--plot writes PNG; name the file .png, got {plot}")
+
+
+def _load(args: argparse.Namespace) -> ReplayLog:
+    """Load the input, refusing one of which no row could be read at all."""
+    log = load_replay(args.path, fmt=args.format, min_rating=args.min_rating)
+    if not log.events and log.dead_letters:
+        first = log.dead_letters[0]
+        raise InputFormatError(
+            f"no row of {args.path} could be read as {log.format} "
+            f"({len(log.dead_letters)} malformed; line {first.line_number}: "
+            f"{first.reason}); check --format, or leave it at auto"
+        )
+    return log
+
+
 def _run_replay(args: argparse.Namespace) -> int:
     config = engine_config_from_args(args)
-    log = load_replay(args.path, fmt=args.format, min_rating=args.min_rating)
+    _check_outputs(args, "report_json", "negatives_out", "dead_letter")
+    log = _load(args)
     console = Console(stderr=True)
     if log.dead_letters:
         console.print(
@@ -329,7 +364,7 @@ def _run_replay(args: argparse.Namespace) -> int:
             + ("" if args.dead_letter else " (use --dead-letter FILE to keep them)")
         )
     if args.dead_letter is not None:
-        with DeadLetterWriter(args.dead_letter) as writer:
+        with DeadLetterWriter(args.dead_letter, append=False) as writer:
             for dead in log.dead_letters:
                 writer.write(dead)
 
@@ -354,7 +389,8 @@ def _run_replay(args: argparse.Namespace) -> int:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     config = engine_config_from_args(args)
-    log = load_replay(args.path, fmt=args.format, min_rating=args.min_rating)
+    _check_outputs(args, "report_json", "plot")
+    log = _load(args)
     events = log.events if args.limit is None else log.events[: args.limit]
     console = Console(stderr=True)
     progress = Progress(

@@ -139,16 +139,19 @@ class DeadLetter:
 
 
 class DeadLetterWriter:
-    """Append dead letters to a file as JSON lines, one record per line.
+    """Write dead letters to a file as JSON lines, one record per line.
 
-    The file is opened at construction (append mode, UTF-8), so a path that
-    cannot be written fails before any input is read; earlier content is kept.
+    The file is opened at construction (UTF-8), so a path that cannot be written
+    fails before any input is read. By default earlier content is kept and new
+    records are appended; ``append=False`` starts the file afresh.
     Every record is flushed as it is written, so a crash loses none of them.
 
     Parameters
     ----------
     path
-        File to append to; its directory must exist.
+        File to write; its directory must exist.
+    append
+        Keep what the file holds and add to it (True), or truncate it first.
 
     Attributes
     ----------
@@ -176,10 +179,11 @@ class DeadLetterWriter:
     >>> folder.cleanup()
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, append: bool = True) -> None:
         self.path = Path(path)
         self.count = 0
-        self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
+        mode = "a" if append else "w"
+        self._file: IO[str] | None = self.path.open(mode, encoding="utf-8")
         logger.info("writing dead letters to %s", self.path)
 
     def write(self, dead: DeadLetter) -> None:

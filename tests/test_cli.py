@@ -161,6 +161,29 @@ def test_evaluate_writes_table_json_and_plot(small_log: Path, tmp_path: Path) ->
     [
         (["replay", "/no/such/file.jsonl"], "icpns-stream: error:"),
         (["replay", "README.md"], "icpns-stream: error:"),
+        (
+            ["replay", "icpns_stream/data/ml-100k.inter", "--format", "jsonl"],
+            "icpns-stream: error: no row of",
+        ),
+        (
+            [
+                "replay",
+                "README.md",
+                "--format",
+                "jsonl",
+                "--negatives-out",
+                "README.md",
+            ],
+            "icpns-stream: error: --negatives-out README.md is the input file",
+        ),
+        (
+            ["replay", "README.md", "--report-json", "no/such/dir/r.json"],
+            "icpns-stream: error: --report-json no/such/dir/r.json: directory",
+        ),
+        (
+            ["evaluate", "README.md", "--plot", "plot.txt"],
+            "icpns-stream: error: --plot writes PNG",
+        ),
     ],
 )
 def test_bad_input_is_one_error_line(args: list[str], message: str) -> None:
@@ -175,6 +198,16 @@ def test_bad_input_is_one_error_line(args: list[str], message: str) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(message)
     assert "Traceback" not in result.stderr
+
+
+def test_dead_letter_file_is_rewritten_each_run(
+    small_log: Path, tmp_path: Path
+) -> None:
+    dead_path = tmp_path / "bad.jsonl"
+    for _ in range(2):
+        args = ["replay", str(small_log), "--limit", "50", "--no-progress"]
+        assert main([*args, "--dead-letter", str(dead_path)]) == 0
+    assert len(dead_path.read_text().splitlines()) == 2
 
 
 def test_parse_duration_rejects_nonsense() -> None:
