@@ -63,15 +63,22 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """Add the sampler and model options every engine-running command shares."""
+def add_engine_options(
+    parser: argparse.ArgumentParser, *, with_sampler: bool = True
+) -> None:
+    """Add the sampler and model options every engine-running command shares.
+
+    ``with_sampler=False`` leaves out ``--sampler``, for commands that choose
+    samplers otherwise.
+    """
     group = parser.add_argument_group("sampler and model")
-    group.add_argument(
-        "--sampler",
-        choices=SAMPLERS,
-        default=_DEFAULTS.sampler,
-        help="negative sampler (default: %(default)s)",
-    )
+    if with_sampler:
+        group.add_argument(
+            "--sampler",
+            choices=SAMPLERS,
+            default=_DEFAULTS.sampler,
+            help="negative sampler (default: %(default)s)",
+        )
     group.add_argument(
         "--negatives",
         type=int,
@@ -133,7 +140,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 def engine_config_from_args(args: argparse.Namespace, **overrides: Any) -> EngineConfig:
     """Build the engine configuration from parsed `add_engine_options` options."""
     values: dict[str, Any] = {
-        "sampler": args.sampler,
+        "sampler": getattr(args, "sampler", _DEFAULTS.sampler),
         "negatives": args.negatives,
         "alpha": args.alpha,
         "half_life": args.half_life,
@@ -230,7 +237,7 @@ def _add_evaluate_parser(commands: Any) -> None:
         help="comma-separated samplers (default: icpns,uniform,popularity,hard)",
     )
     _add_input_options(evaluate)
-    add_engine_options(evaluate)
+    add_engine_options(evaluate, with_sampler=False)
     evaluate.add_argument(
         "--truth",
         type=Path,
