@@ -23,11 +23,12 @@ from consumers.producer import EventProducer
 from consumers.service import ConsumerService, ServiceSettings
 from icpns_stream.cli import (
     add_engine_options,
+    add_input_options,
     engine_config_from_args,
     parse_duration,
 )
 from icpns_stream.events import ClickEvent
-from icpns_stream.readers import FORMATS, load_replay
+from icpns_stream.readers import load_replay
 
 __all__ = ["add_parsers"]
 
@@ -248,20 +249,9 @@ def _add_produce(subparsers: Any) -> None:
         metavar="R",
         help="replicas of a topic created by --create-topic (default: 1)",
     )
-    produce.add_argument(
-        "--format",
-        default="auto",
-        choices=("auto", *FORMATS),
-        help="file format; auto decides from the content (default: auto)",
-    )
-    produce.add_argument(
-        "--min-rating", type=float, metavar="R", help="keep only rows rated R or more"
-    )
+    add_input_options(produce, limit_help="produce at most N events (after --skip)")
     produce.add_argument(
         "--skip", type=int, default=0, metavar="N", help="leave out the first N events"
-    )
-    produce.add_argument(
-        "--limit", type=int, metavar="N", help="produce at most N events (after --skip)"
     )
     produce.add_argument(
         "--add-event-ids",

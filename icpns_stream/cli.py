@@ -37,6 +37,7 @@ from icpns_stream.simulator import PlantedCommunitySimulator
 
 __all__ = [
     "add_engine_options",
+    "add_input_options",
     "engine_config_from_args",
     "main",
     "parse_duration",
@@ -205,7 +206,7 @@ def _add_replay_parser(commands: Any) -> None:
         ),
     )
     replay.add_argument("path", type=Path, help="logged click file")
-    _add_input_options(replay)
+    add_input_options(replay)
     add_engine_options(replay)
     out = replay.add_argument_group("outputs")
     out.add_argument("--report-json", type=Path, metavar="FILE", help="JSON report")
@@ -236,7 +237,7 @@ def _add_evaluate_parser(commands: Any) -> None:
         metavar="LIST",
         help="comma-separated samplers (default: icpns,uniform,popularity,hard)",
     )
-    _add_input_options(evaluate)
+    add_input_options(evaluate)
     add_engine_options(evaluate, with_sampler=False)
     evaluate.add_argument(
         "--truth",
@@ -297,7 +298,12 @@ def _sampler_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def _add_input_options(parser: argparse.ArgumentParser) -> None:
+def add_input_options(
+    parser: argparse.ArgumentParser,
+    *,
+    limit_help: str = "replay only the first N events",
+) -> None:
+    """Add the options that say how to read a logged click file."""
     group = parser.add_argument_group("input")
     group.add_argument(
         "--format",
@@ -311,9 +317,7 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
         metavar="R",
         help="keep only rows rated R or more as clicks",
     )
-    group.add_argument(
-        "--limit", type=int, metavar="N", help="replay only the first N events"
-    )
+    group.add_argument("--limit", type=int, metavar="N", help=limit_help)
 
 
 def _add_kafka_parsers(commands: Any) -> None:
