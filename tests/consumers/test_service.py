@@ -426,6 +426,15 @@ def test_broker_lost_mid_run_is_waited_out_not_crashed_on(
         engine = service.engine
         assert engine is not None
         assert engine.state_summary() == clean_run(events, TEST_CONFIG).state_summary()
+        # Right after an outage a read once came up short of what the service
+        # had drawn; give the topic time to show every negative, then count.
+        _wait_for(
+            lambda: (
+                len(read_topic(bootstrap, settings.negatives_topic))
+                >= engine.negatives_drawn
+            ),
+            "every negative in the topic",
+        )
         negatives = read_topic(bootstrap, settings.negatives_topic)
         assert len(negatives) == engine.negatives_drawn
         assert max(_sources(negatives).values()) == 1
