@@ -62,6 +62,10 @@ PRODUCER_OPTIONS: dict[str, Any] = {
     "batch_size": 262_144,
     "delivery_timeout_ms": _DELIVERY_TIMEOUT_MS,
 }
+# Longest pause between two attempts to reach a lost broker. The client's
+# default (30 s) left outputs and commits waiting long after the broker was
+# back, past a stop that then gave up on them.
+_RECONNECT_BACKOFF_MAX_MS = 1_000
 _POLL_TIMEOUT_MS = 500
 _METRICS_EVERY = 1.0
 _PROGRESS_LOG_EVERY = 60.0
@@ -451,6 +455,7 @@ class ConsumerService:
             "bootstrap_servers": settings.bootstrap_servers.split(","),
             "client_id": settings.client_id,
             "bootstrap_timeout_ms": 5_000,
+            "reconnect_backoff_max_ms": _RECONNECT_BACKOFF_MAX_MS,
         }
         self._consumer = self._connect_client(
             lambda: KafkaConsumer(
