@@ -25,6 +25,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.structs import MemberState
 
 from consumers.connection import (
     connect,
@@ -70,6 +71,7 @@ _POLL_TIMEOUT_MS = 500
 _METRICS_EVERY = 1.0
 _PROGRESS_LOG_EVERY = 60.0
 _MAX_RETRY_PAUSE = 60.0
+_STOP_RETRY_PAUSE = 0.5
 _NEGATIVE_FIELDS = tuple(field.name for field in fields(Negative))
 _NEVER = float("inf")
 # More records than the client can hold fetched (fetch_max_bytes below).
@@ -120,6 +122,11 @@ class ServiceSettings:
     flush_timeout
         Seconds a checkpoint waits for outputs to be acknowledged before it
         is postponed (the broker is probably away).
+    stop_timeout
+        Seconds a stop keeps trying to save the final checkpoint and commit
+        its offsets while the broker is away or the group is rejoined; past
+        that the service exits with code 1 and the next start resumes from
+        the last checkpoint saved.
     create_output_topics
         Create the negatives and dead-letter topics when missing.
     output_partitions
@@ -157,6 +164,7 @@ class ServiceSettings:
     connect_retries: int = 5
     retry_backoff: float = 1.0
     flush_timeout: float = 30.0
+    stop_timeout: float = 30.0
     create_output_topics: bool = False
     output_partitions: int = 1
     metrics_port: int | None = None
@@ -192,7 +200,7 @@ class ServiceSettings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("checkpoint_interval", "flush_timeout"):
+        for name in ("checkpoint_interval", "flush_timeout", "stop_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.retry_backoff < 0:
@@ -351,7 +359,11 @@ class ConsumerService:
         signal.signal(signal.SIGINT, handle)
 
     def run(self) -> int:
-        """Consume until stopped; return the exit code (0 after a clean stop).
+        """Consume until stopped; return the exit code.
+
+        0 after a clean stop: the final checkpoint saved and its offsets
+        committed. 1 when they could not be within ``stop_timeout`` (the
+        broker stayed away); the next start resumes from the last checkpoint.
 
         Raises
         ------
@@ -383,10 +395,10 @@ class ConsumerService:
                 )
                 while not self._stop.is_set():
                     self._step()
-                self._finish()
+                clean = self._finish()
             finally:
                 self._close()
-        return 0
+        return 0 if clean else 1
 
     # ------------------------------------------------------------ start-up
 
@@ -903,12 +915,15 @@ class ConsumerService:
             )
         return True
 
-    def _commit(self, positions: Mapping[TopicPartition, int]) -> None:
+    def _commit(
+        self, positions: Mapping[TopicPartition, int], timeout_ms: int = 10_000
+    ) -> bool:
+        """Commit the offsets of the assigned partitions; return if it landed."""
         offsets = self._assigned_offsets(positions)
         if not offsets:
-            return
+            return True
         try:
-            self._consumer.commit(offsets, timeout_ms=10_000)
+            self._consumer.commit(offsets, timeout_ms=timeout_ms)
         except KafkaError as exc:
             self.metrics.commit_failures.inc()
             logger.warning(
@@ -917,10 +932,11 @@ class ConsumerService:
                 exc,
             )
             self._retry_at = time.monotonic() + self._next_pause()
-            return
+            return False
         for tp in offsets:
             self._uncommitted.pop(tp, None)
         logger.info("committed offsets %s", _describe(positions))
+        return True
 
     def _assigned_offsets(
         self, positions: Mapping[TopicPartition, int]
@@ -970,6 +986,13 @@ class ConsumerService:
             if offset is not None:
                 self._consumer.seek(tp, offset)
         known = {tp: self.positions[tp] for tp in assigned if tp in self.positions}
+        # The group follows the saved state: offsets of a checkpoint that a
+        # stop or a lost membership left uncommitted are committed now.
+        if self.last_checkpoint is not None:
+            saved = self.last_checkpoint.offsets.get(self.settings.topic, {})
+            for tp in assigned:
+                if tp.partition in saved:
+                    self._uncommitted[tp] = saved[tp.partition]
         logger.info(
             "partitions assigned: %s; from the checkpoint: %s; others start at the "
             "group's committed offset, else %s",
@@ -1034,17 +1057,66 @@ class ConsumerService:
             logger.info("nothing left to read for %.0f s: stopping", idle)
             self._stop.set()
 
-    def _finish(self) -> None:
-        """Checkpoint and commit what the last batch left pending."""
-        if self._since_checkpoint > 0:
-            if not self._checkpoint_and_commit("stop"):
-                logger.warning(
-                    "stopping without a final checkpoint: outputs were not "
-                    "acknowledged; the next start resumes from checkpoint %s",
-                    self.last_checkpoint.path if self.last_checkpoint else None,
-                )
-        elif self._uncommitted:
-            self._commit(dict(self._uncommitted))
+    def _finish(self) -> bool:
+        """Checkpoint and commit what is pending; return whether both landed.
+
+        Right after an outage the producer may still be reconnecting and the
+        group may have dropped this member, so both are retried until
+        ``stop_timeout`` runs out, with polls in between for the group to be
+        rejoined.
+        """
+        deadline = time.monotonic() + self.settings.stop_timeout
+        saved = self._since_checkpoint == 0
+        while True:
+            # The state first: its offsets are committed only once it is saved.
+            if not saved and self._save_checkpoint("stop"):
+                saved = True
+                # A save amid a rejoin sees no assignment: its offsets go to
+                # whichever partitions are this member's once the group is stable.
+                self._uncommitted = dict(self.positions)
+            if saved and self._commit_final(deadline):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._wait_in_group(min(_STOP_RETRY_PAUSE, left))
+        logger.error(
+            "stopping after %.0f s without %s; the next start resumes from "
+            "checkpoint %s",
+            self.settings.stop_timeout,
+            (
+                f"committing offsets {_describe(self._uncommitted)}"
+                if saved
+                else "a final checkpoint (outputs not acknowledged)"
+            ),
+            self.last_checkpoint.path if self.last_checkpoint else None,
+        )
+        return False
+
+    def _commit_final(self, deadline: float) -> bool:
+        """Commit what the last checkpoint left uncommitted; return if done."""
+        if not self._uncommitted:
+            return True
+        # Which partitions are this member's is only known in a stable group.
+        if self._consumer.group_metadata().state != MemberState.STABLE:
+            return False
+        left_ms = int((deadline - time.monotonic()) * 1_000)
+        return self._commit(dict(self._uncommitted), max(100, min(10_000, left_ms)))
+
+    def _wait_in_group(self, seconds: float) -> None:
+        """Wait inside poll, so that the group can be rejoined; read nothing."""
+        consumer = self._consumer
+        try:
+            # Paused partitions are not fetched; those of a new assignment are
+            # paused at the next turn, and what they fetched is dropped: the
+            # offsets committed are the state's, not the client's.
+            consumer.pause(*consumer.assignment())
+            consumer.poll(timeout_ms=int(seconds * 1_000))
+        except KafkaError as exc:
+            logger.debug("waiting for the broker: %s", exc)
+            time.sleep(seconds)
+        if self._fatal is not None:
+            raise self._fatal
 
     def _close(self) -> None:
         self._closing = True

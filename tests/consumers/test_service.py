@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -455,6 +456,50 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def test_stop_while_the_broker_is_away_is_not_a_clean_exit(tmp_path: Path) -> None:
+    proxy_target = LocalBroker(log_path=tmp_path / "tansu.log")
+    proxy_target.port = _free_port()
+    proxy = TcpProxy(proxy_target.port)
+    proxy_target.advertised_port = proxy.port
+    with proxy_target:
+        proxy.restore()
+        bootstrap = f"127.0.0.1:{proxy.port}"
+        topic = new_topic(bootstrap, "away", partitions=1)
+        events = synthetic_events(100, seed=11)
+        send_events(bootstrap, topic, events)
+        settings = make_settings(
+            bootstrap,
+            tmp_path / "state",
+            topic,
+            exit_when_idle=None,
+            checkpoint_every=1_000,
+            flush_timeout=1.0,
+            stop_timeout=2.0,
+        )
+        runner = ServiceThread(settings).start()
+        service = runner.service
+        _wait_for(lambda: sum(service.positions.values()) == 100, "every event")
+
+        # The final checkpoint or its commit cannot land: exit code 1, not 0.
+        proxy.cut()
+        assert runner.stop() == 1
+        proxy.restore()
+        assert committed(bootstrap, settings.group_id, topic)[0] in (None, 0)
+
+        # Nothing was lost: a restart ends where a clean run would, every
+        # negative written once.
+        second = ServiceThread(replace(settings, exit_when_idle=1.5)).start()
+        assert second.join() == 0
+        engine = second.service.engine
+        assert engine is not None
+        assert engine.state_summary() == clean_run(events, TEST_CONFIG).state_summary()
+        negatives = read_topic(bootstrap, settings.negatives_topic)
+        assert len(negatives) == engine.negatives_drawn
+        assert max(_sources(negatives).values()) == 1
+        assert committed(bootstrap, settings.group_id, topic) == {0: 100}
+        proxy.cut()
 
 
 def test_partitions_are_kept_close_in_event_time(
