@@ -387,14 +387,6 @@ def _parse_samples(text: str) -> dict[str, float]:
     return samples
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "flaky under full-suite load: after the outage, 2 of 4 full runs saw "
-        "too few negatives in the topic or offsets still committed at 100; "
-        "it stays marked until the recovery path is traced and fixed"
-    ),
-)
 def test_broker_lost_mid_run_is_waited_out_not_crashed_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -435,15 +427,7 @@ def test_broker_lost_mid_run_is_waited_out_not_crashed_on(
         engine = service.engine
         assert engine is not None
         assert engine.state_summary() == clean_run(events, TEST_CONFIG).state_summary()
-        # Right after an outage a read once came up short of what the service
-        # had drawn; give the topic time to show every negative, then count.
-        _wait_for(
-            lambda: (
-                len(read_topic(bootstrap, settings.negatives_topic))
-                >= engine.negatives_drawn
-            ),
-            "every negative in the topic",
-        )
+        # A clean stop means every output was acknowledged: all are there now.
         negatives = read_topic(bootstrap, settings.negatives_topic)
         assert len(negatives) == engine.negatives_drawn
         assert max(_sources(negatives).values()) == 1
