@@ -64,7 +64,8 @@ def _add_consume(subparsers: Any) -> None:
             "click's explained negatives to another topic. Malformed messages "
             "go to a dead-letter topic. The state is checkpointed and offsets "
             "are committed only once the checkpoint covering them is safe; "
-            "SIGTERM or Ctrl-C checkpoints, commits and exits 0."
+            "SIGTERM or Ctrl-C checkpoints, commits and exits 0 (1 when the "
+            "broker stays away past --stop-timeout)."
         ),
     )
     d = _DEFAULTS
@@ -77,6 +78,15 @@ def _add_consume(subparsers: Any) -> None:
         "--group-id",
         default="icpns-stream",
         help="consumer group (default: icpns-stream)",
+    )
+    kafka.add_argument(
+        "--group-instance-id",
+        metavar="ID",
+        help=(
+            "static member id, unique per running service: a restart under the "
+            "same id takes its partitions back at once instead of after the "
+            "crashed member's session timeout (default: a dynamic member)"
+        ),
     )
     kafka.add_argument(
         "--negatives-topic",
@@ -173,6 +183,16 @@ def _add_consume(subparsers: Any) -> None:
         default=d.flush_timeout,
         metavar="SECONDS",
         help="wait for outputs before postponing a checkpoint (default: %(default)s)",
+    )
+    pacing.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=d.stop_timeout,
+        metavar="SECONDS",
+        help=(
+            "how long a stop keeps trying to save the final checkpoint and "
+            "commit it before exiting 1 (default: %(default)s)"
+        ),
     )
     pacing.add_argument(
         "--max-time-skew",
@@ -289,8 +309,10 @@ def run_consume(args: argparse.Namespace) -> int:
         session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         max_poll_interval_ms=args.max_poll_interval_ms,
+        group_instance_id=args.group_instance_id,
         connect_retries=args.connect_retries,
         flush_timeout=args.flush_timeout,
+        stop_timeout=args.stop_timeout,
         create_output_topics=args.create_output_topics,
         output_partitions=args.output_partitions,
         metrics_port=args.metrics_port,

@@ -115,6 +115,13 @@ class ServiceSettings:
         Most messages handled per poll; bounds the work between two polls.
     session_timeout_ms, heartbeat_interval_ms, max_poll_interval_ms
         Consumer-group timeouts, in milliseconds (Kafka's meaning).
+    group_instance_id
+        Static member id of this service in its group (Kafka's
+        ``group.instance.id``), unique per instance; None joins as a dynamic
+        member. A restart under the same id takes its partitions back at
+        once, where a dynamic member waits for the session of the crashed
+        one to time out first. Another process under the same id fences
+        this one out of the group.
     connect_retries
         Attempts to reach the broker at start before giving up.
     retry_backoff
@@ -161,6 +168,7 @@ class ServiceSettings:
     session_timeout_ms: int = 45_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
+    group_instance_id: str | None = None
     connect_retries: int = 5
     retry_backoff: float = 1.0
     flush_timeout: float = 30.0
@@ -177,6 +185,8 @@ class ServiceSettings:
         for name in ("topic", "group_id", "negatives_topic", "dead_letter_topic"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
+        if self.group_instance_id is not None and not self.group_instance_id:
+            raise ValueError("group_instance_id must not be empty (None: dynamic)")
         topics = {self.topic, self.negatives_topic, self.dead_letter_topic}
         if len(topics) < 3:
             raise ValueError(
@@ -472,6 +482,7 @@ class ConsumerService:
         self._consumer = self._connect_client(
             lambda: KafkaConsumer(
                 group_id=settings.group_id,
+                group_instance_id=settings.group_instance_id,
                 enable_auto_commit=False,
                 auto_offset_reset=settings.auto_offset_reset,
                 allow_auto_create_topics=False,

@@ -131,6 +131,8 @@ def test_consumer_runs_the_service_with_state_on_a_volume(
         "clicks.dlq",
     )
     assert args.auto_offset_reset == "earliest"
+    # One consumer, a static member: a restart is not held up by its old session.
+    assert args.group_instance_id == "icpns-stream-1"
     assert str(args.checkpoint_dir) == "/state"
     assert "consumer-state:/state" in consumer["volumes"]
     assert "consumer-state" in compose["volumes"]

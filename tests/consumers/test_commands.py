@@ -141,6 +141,105 @@ def test_signal_finishes_the_batch_checkpoints_commits_and_exits_0(
     assert committed(kafka_bootstrap, f"{topic}-g", topic) == checkpoint.offsets[topic]
 
 
+def _consume(bootstrap: str, topic: str, state: Path, port: int, *extra: str) -> list:
+    return [
+        sys.executable,
+        "-m",
+        "icpns_stream.cli",
+        "--log-level",
+        "info",
+        "consume",
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group-id",
+        f"{topic}-g",
+        "--negatives-topic",
+        f"{topic}-neg",
+        "--dead-letter-topic",
+        f"{topic}-dlq",
+        "--create-output-topics",
+        "--checkpoint-dir",
+        str(state),
+        "--checkpoint-every",
+        "50",
+        "--metrics-port",
+        str(port),
+        "--metrics-host",
+        "127.0.0.1",
+        "--negatives",
+        "2",
+        *extra,
+    ]
+
+
+@pytest.mark.kafka
+def test_static_member_takes_its_partitions_back_before_the_session_expires(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # A session far longer than a join: a dynamic member restarted after a
+    # crash waits for the dead member's session to expire before it is given
+    # the partition; a static one replaces the dead member at once.
+    session_ms = 40_000
+    group = [
+        "--group-instance-id",
+        "icpns-1",
+        "--session-timeout-ms",
+        str(session_ms),
+        "--heartbeat-interval-ms",
+        "1000",
+        "--max-poll-interval-ms",
+        "10000",
+    ]
+    topic = new_topic(kafka_bootstrap, "static", partitions=1)
+    events = synthetic_events(300, seed=4)
+    send_events(kafka_bootstrap, topic, events[:200])
+    state, log = tmp_path / "state", (tmp_path / "consume.log").open("w")
+    port = _free_port()
+    first = subprocess.Popen(
+        _consume(kafka_bootstrap, topic, state, port, *group),
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while _metric(port, "icpns_events_processed_total") < 200:
+            assert first.poll() is None, "the first consumer exited"
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.1)
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    killed = time.monotonic()
+
+    send_events(kafka_bootstrap, topic, events[200:])
+    port = _free_port()
+    second = subprocess.Popen(
+        _consume(kafka_bootstrap, topic, state, port, *group, "--exit-when-idle", "2"),
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        while _metric(port, "icpns_events_processed_total") < 100:
+            assert second.poll() is None, "the restarted consumer exited"
+            assert time.monotonic() - killed < session_ms / 1_000, (
+                "the restarted member waited for the old session to expire"
+            )
+            time.sleep(0.1)
+        assert second.wait(timeout=60) == 0
+    finally:
+        if second.poll() is None:
+            second.kill()
+        log.close()
+    checkpoint = Checkpoint.load_latest(state)
+    assert checkpoint is not None
+    assert checkpoint.offsets[topic] == {0: 300}
+    assert committed(kafka_bootstrap, f"{topic}-g", topic) == {0: 300}
+
+
 @pytest.mark.kafka
 def test_produce_writes_a_logged_file_in_time_order_keyed_by_user(
     kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -288,6 +387,7 @@ def test_consume_help_lists_the_service_and_engine_options(
         "--bootstrap-servers",
         "--topic",
         "--group-id",
+        "--group-instance-id",
         "--negatives-topic",
         "--dead-letter-topic",
         "--checkpoint-dir",
@@ -295,6 +395,7 @@ def test_consume_help_lists_the_service_and_engine_options(
         "--metrics-port",
         "--auto-offset-reset",
         "--session-timeout-ms",
+        "--stop-timeout",
         "--sampler",
         "--negatives",
     ):
