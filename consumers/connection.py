@@ -51,13 +51,15 @@ def connect(
 
     Each failed attempt is logged and followed by a pause that doubles from
     ``backoff`` seconds up to `MAX_BACKOFF`. After ``retries`` attempts the
-    last error becomes a `BrokerUnavailableError` that says what to check.
+    last error becomes a `BrokerUnavailableError` that says how long it tried
+    and what to check.
     """
     if retries < 1:
         raise ValueError(f"retries must be positive, got {retries}")
     if backoff < 0:
         raise ValueError(f"backoff must be non-negative, got {backoff}")
     pause = backoff
+    started = time.monotonic()
     for attempt in range(1, retries + 1):
         try:
             with muted_client_logs():
@@ -65,10 +67,12 @@ def connect(
         except KafkaError as exc:
             # Out of attempts: one clear error instead of a hang or a traceback.
             if attempt == retries:
+                waited = time.monotonic() - started
                 raise BrokerUnavailableError(
                     f"cannot reach Kafka at {bootstrap_servers} for the {what} "
-                    f"after {retries} attempts ({exc}). Check that the broker "
-                    "is running and that --bootstrap-servers names it."
+                    f"after {retries} attempt{'s' * (retries != 1)} over "
+                    f"{waited:.1f} s ({exc}). Check that the broker is running "
+                    "and that --bootstrap-servers names it."
                 ) from exc
             logger.warning(
                 "%s cannot reach Kafka at %s (attempt %d of %d): %s; retrying in "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
 
 import pytest
@@ -25,6 +26,7 @@ def test_unreachable_broker_gives_up_after_the_retries() -> None:
         attempts.append(time.monotonic())
         return KafkaConsumer(bootstrap_servers="127.0.0.1:9", bootstrap_timeout_ms=200)
 
+    started = time.monotonic()
     with pytest.raises(BrokerUnavailableError) as info:
         connect(
             factory,
@@ -33,15 +35,28 @@ def test_unreachable_broker_gives_up_after_the_retries() -> None:
             retries=3,
             backoff=0.1,
         )
+    elapsed = time.monotonic() - started
     assert len(attempts) == 3
     message = str(info.value)
     assert message.startswith("cannot reach Kafka at 127.0.0.1:9 for the consumer")
-    assert "after 3 attempts" in message
     assert "--bootstrap-servers" in message
+
+    # The time spent is the span of the attempts and pauses, to 0.1 s.
+    found = re.search(r"after 3 attempts over (\d+\.\d) s \(", message)
+    assert found is not None, message
+    assert attempts[-1] - started - 0.05 <= float(found.group(1)) <= elapsed + 0.05
 
     # Pauses double between attempts (0.1 s, then 0.5 s at least).
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert gaps[1] > gaps[0]
+
+
+def test_a_single_attempt_is_named_in_the_singular() -> None:
+    def factory() -> KafkaConsumer:
+        return KafkaConsumer(bootstrap_servers="127.0.0.1:9", bootstrap_timeout_ms=200)
+
+    with pytest.raises(BrokerUnavailableError, match=r"after 1 attempt over \d"):
+        connect(factory, what="producer", bootstrap_servers="127.0.0.1:9", retries=1)
 
 
 @pytest.mark.parametrize(
