@@ -440,6 +440,8 @@ class ConsumerService:
             for partition, offset in checkpoint.offsets.get(settings.topic, {}).items()
         }
         self._ledger = OutputLedger(self._lineage, metadata.get("sink_offsets", {}))
+        # The state on disk is this checkpoint's until the next one is saved.
+        self.metrics.last_checkpoint.set(checkpoint.created)
         logger.info(
             "resuming from checkpoint %s: %d events learned, offsets %s",
             checkpoint.path,

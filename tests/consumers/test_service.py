@@ -150,6 +150,26 @@ def test_restart_resumes_from_the_checkpoint_without_double_counting(
     assert committed(kafka_bootstrap, settings.group_id, topic) == {0: 260}
 
 
+def test_restart_reports_the_checkpoint_it_resumed_from(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_bootstrap, "gauge", partitions=1)
+    send_events(kafka_bootstrap, topic, synthetic_events(40, seed=6))
+    settings = make_settings(kafka_bootstrap, tmp_path / "state", topic)
+    assert ServiceThread(settings).start().join() == 0
+    saved = Checkpoint.load_latest(settings.checkpoint_dir)
+    assert saved is not None and saved.created > 0
+
+    # Nothing new to read: the restart saves no checkpoint of its own, and its
+    # gauge shows the one it resumed from.
+    second = ServiceThread(settings).start()
+    gauge = "icpns_last_checkpoint_timestamp_seconds"
+    assert second.service.metrics.value(gauge) == saved.created
+    assert second.join() == 0
+    assert second.service.metrics.value("icpns_checkpoints_total") == 0
+    assert second.service.metrics.value(gauge) == saved.created
+
+
 def test_damaged_newest_checkpoint_falls_back_without_duplicate_outputs(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
