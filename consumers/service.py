@@ -1050,13 +1050,19 @@ class ConsumerService:
         metrics.window_ndcg.set(ndcg)
         if now - self._last_progress >= _PROGRESS_LOG_EVERY:
             self._last_progress = now
+            # Without partitions there is no lag to report, only a wait.
+            behind = (
+                f"lag {sum(lag.values())}"
+                if self._consumer.assignment()
+                else "no partitions assigned yet: waiting for the group"
+            )
             logger.info(
-                "%d events learned, %d dead letters, %.0f messages/s, lag %d, "
+                "%d events learned, %d dead letters, %.0f messages/s, %s, "
                 "window NDCG@10 %.4f",
                 engine.events,
                 self._totals["dead_letters"],
                 rate,
-                sum(lag.values()),
+                behind,
                 ndcg,
             )
 

@@ -170,6 +170,33 @@ def test_restart_reports_the_checkpoint_it_resumed_from(
     assert second.service.metrics.value(gauge) == saved.created
 
 
+def test_progress_says_when_it_waits_for_the_group_instead_of_lag_0(
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topic = new_topic(kafka_bootstrap, "progress", partitions=1)
+    send_events(kafka_bootstrap, topic, synthetic_events(30, seed=7))
+    settings = make_settings(kafka_bootstrap, tmp_path / "state", topic)
+
+    # A progress line at every metrics update (once a second), not every minute.
+    monkeypatch.setattr("consumers.service._PROGRESS_LOG_EVERY", 0.0)
+    with caplog.at_level(logging.INFO, logger="consumers.service"):
+        assert ServiceThread(settings).start().join() == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assigned = next(
+        i for i, m in enumerate(messages) if m.startswith("partitions assigned")
+    )
+    before = [m for m in messages[:assigned] if "messages/s" in m]
+    after = [m for m in messages[assigned:] if "messages/s" in m]
+    assert before and after
+    for message in before:
+        assert "no partitions assigned yet: waiting for the group" in message
+        assert "lag" not in message
+    assert all(", lag " in m for m in after)
+
+
 def test_damaged_newest_checkpoint_falls_back_without_duplicate_outputs(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
