@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections import deque
@@ -10,9 +11,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-__all__ = ["ServiceMetrics"]
+from icpns_stream.exceptions import IcpnsError
+
+__all__ = ["MetricsPortError", "ServiceMetrics"]
 
 logger = logging.getLogger(__name__)
+
+
+class MetricsPortError(IcpnsError):
+    """The metrics endpoint cannot listen on the port and address asked."""
 
 
 class ServiceMetrics:
@@ -119,8 +126,24 @@ class ServiceMetrics:
         self._server: Any = None
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
-        """Serve ``/metrics`` over HTTP on ``port`` (0 picks one); return the port."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        """Serve ``/metrics`` over HTTP on ``port`` (0 picks one); return the port.
+
+        Raises `MetricsPortError` when the port cannot be bound (taken by
+        another process, or not allowed).
+        """
+        try:
+            server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            # A port taken is a setup mistake: name it and the way out.
+            reason = (
+                "is already in use"
+                if exc.errno == errno.EADDRINUSE
+                else f"cannot be used ({exc.strerror or exc})"
+            )
+            raise MetricsPortError(
+                f"metrics port {port} on {host} {reason}; choose another "
+                "--metrics-port (0 picks a free one)"
+            ) from exc
         self._server = server
         bound: int = server.server_port
         logger.info("serving Prometheus metrics on http://%s:%d/metrics", host, bound)

@@ -382,18 +382,22 @@ class ConsumerService:
             made with other engine options, or cannot be written.
         BrokerUnavailableError, TopicMissingError
             When the broker or a topic cannot be found at start.
+        MetricsPortError
+            When the metrics endpoint cannot listen on ``metrics_port``.
         DeliveryError
             When the broker refuses an output for good.
         """
         settings = self.settings
         with _DirectoryLock(settings.checkpoint_dir):
             try:
-                fresh = self._load_state()
-                self._connect(fresh)
+                # A port taken fails the start before the state or the broker
+                # is touched.
                 if settings.metrics_port is not None:
                     self.metrics_port = self.metrics.serve(
                         settings.metrics_port, settings.metrics_host
                     )
+                fresh = self._load_state()
+                self._connect(fresh)
                 self._consumer.subscribe([settings.topic], listener=_Rebalance(self))
                 self._ready.set()
                 logger.info(

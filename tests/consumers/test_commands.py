@@ -367,6 +367,38 @@ def test_unreachable_broker_exits_2_with_one_clear_line(
     assert "Traceback" not in err
 
 
+def test_metrics_port_in_use_exits_2_before_touching_state_or_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(
+            [
+                "consume",
+                "--bootstrap-servers",
+                "127.0.0.1:9",
+                "--checkpoint-dir",
+                str(state),
+                "--connect-retries",
+                "1",
+                "--metrics-host",
+                "127.0.0.1",
+                "--metrics-port",
+                str(port),
+            ]
+        )
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"icpns-stream: error: metrics port {port} on 127.0.0.1 is already in use; "
+        "choose another --metrics-port (0 picks a free one)\n"
+    )
+    # Refused before the (unreachable) broker was tried, with no state saved.
+    assert Checkpoint.load_latest(state) is None
+
+
 def test_bootstrap_servers_default_to_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.error
 import urllib.request
 
 import pytest
 
-from consumers.metrics import ServiceMetrics
+from consumers.metrics import MetricsPortError, ServiceMetrics
+from icpns_stream.exceptions import IcpnsError
 
 
 def test_counts_follow_the_events() -> None:
@@ -65,6 +67,23 @@ def test_http_endpoint_serves_and_stops() -> None:
     metrics.close()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url, timeout=2)
+
+
+def test_port_in_use_is_a_clear_error_naming_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        metrics = ServiceMetrics()
+        with pytest.raises(MetricsPortError) as info:
+            metrics.serve(port, "127.0.0.1")
+    assert isinstance(info.value, IcpnsError)
+    assert str(info.value) == (
+        f"metrics port {port} on 127.0.0.1 is already in use; choose another "
+        "--metrics-port (0 picks a free one)"
+    )
+    # Nothing was left serving: close is a no-op.
+    metrics.close()
 
 
 def test_rate_window_must_be_positive() -> None:
