@@ -411,8 +411,11 @@ def run_produce(args: argparse.Namespace) -> int:
 
 
 def _quiet_kafka_logs() -> None:
-    """Keep kafka-python's own INFO chatter out of the service's INFO log."""
+    """Keep kafka-python's own chatter out of the commands' log (unless debug)."""
     # Its connection and metadata messages come by the dozen per second at INFO;
-    # they stay visible with --log-level debug, and its warnings always do.
+    # they stay visible with --log-level debug, and its warnings always do,
+    # except the event loop's own timing diagnostics ("Task ... ran for 0.275s
+    # ... blocking the event loop"), which read like errors but are none.
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("kafka").setLevel(logging.WARNING)
+        logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -406,6 +408,41 @@ def test_bootstrap_servers_default_to_the_environment(
     log = _jsonl(tmp_path / "c.jsonl", [json.dumps(synthetic_events(1)[0].to_dict())])
     assert main(["produce", str(log), "--connect-retries", "1"]) == 2
     assert "cannot reach Kafka at 127.0.0.1:9" in capsys.readouterr().err
+
+
+@pytest.fixture
+def kafka_log_levels() -> Iterator[None]:
+    """Put back the kafka-python logger levels a command sets."""
+    loggers = [logging.getLogger(name) for name in ("kafka", "kafka.net.selector")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("kafka_log_levels")
+@pytest.mark.parametrize(
+    ("level", "timing_shown"), [("warning", False), ("info", False), ("debug", True)]
+)
+def test_event_loop_timing_warnings_show_only_at_debug(
+    level: str, timing_shown: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Under pytest the root logger keeps its level: set it as the CLI would.
+    caplog.set_level(getattr(logging, level.upper()))
+    # The logs are set up before the input is read; a missing file ends it there.
+    missing = str(tmp_path / "none.jsonl")
+    args = ["--log-level", level, "produce", missing]
+    assert main([*args, "--bootstrap-servers", "127.0.0.1:9"]) == 2
+
+    caplog.clear()
+    selector = logging.getLogger("kafka.net.selector")
+    selector.warning("Task <x> ran for 0.275s (>0.100s threshold)")
+    selector.error("a real selector error")
+    logging.getLogger("kafka.conn").warning("a real connection warning")
+    shown = [(r.name, r.levelname) for r in caplog.records]
+    assert (("kafka.net.selector", "WARNING") in shown) is timing_shown
+    assert ("kafka.net.selector", "ERROR") in shown
+    assert ("kafka.conn", "WARNING") in shown
 
 
 def test_consume_help_lists_the_service_and_engine_options(
