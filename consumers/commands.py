@@ -416,6 +416,9 @@ def _quiet_kafka_logs() -> None:
     # they stay visible with --log-level debug, and its warnings always do,
     # except the event loop's own timing diagnostics ("Task ... ran for 0.275s
     # ... blocking the event loop"), which read like errors but are none.
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    if not debug:
         logging.getLogger("kafka").setLevel(logging.WARNING)
-        logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+    # Set either way: an earlier command of the same process may have raised it.
+    selector = logging.getLogger("kafka.net.selector")
+    selector.setLevel(logging.NOTSET if debug else logging.ERROR)
