@@ -48,7 +48,8 @@ class PopularityDraw(NamedTuple):
         Its decayed count at the draw's timestamp.
     probability
         The chance it had in the draw that picked it: its weight over the weight
-        of every item not excluded and not picked earlier in the same call.
+        of every item not excluded and not picked earlier in the same call (at
+        most 1, whatever the rounding of the sums).
     """
 
     item_id: ItemId
@@ -320,8 +321,12 @@ class DecayedPopularity:
             item_id = self._items[slot]
             assert item_id is not None
             weight = self._weights[slot]
+
+            # The mass left is a difference of rounded sums: for an item that
+            # holds nearly all of it, the quotient can pass 1 by an ulp or two.
+            probability = min(1.0, weight / available)
             draws.append(
-                PopularityDraw(item_id, self._scaled[slot] * decay, weight / available)
+                PopularityDraw(item_id, self._scaled[slot] * decay, probability)
             )
             picked.add(item_id)
             excluded += weight

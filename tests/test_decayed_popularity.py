@@ -327,6 +327,20 @@ def test_exact_path_and_rejection_path_agree_on_probability() -> None:
             del left[draw.item_id]
 
 
+def test_probability_of_the_last_eligible_item_is_exactly_1() -> None:
+    # 1.4 - 0.4 rounds to 0.9999999999999999: the weight left for "a" after
+    # "b" is excluded would make a probability just above 1.
+    counts = DecayedPopularity(half_life=10.0)
+    counts.update("a", 0.0, weight=1.0)
+    counts.update("b", 0.0, weight=0.4)
+    assert (1.0 + 0.4) - 0.4 < 1.0
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        [draw] = counts.sample(rng, 0.0, n=2, exclude={"b"})
+        assert draw == PopularityDraw("a", 1.0, 1.0)
+    counts._check()
+
+
 def test_sampling_stops_when_nothing_is_eligible() -> None:
     counts = DecayedPopularity(half_life=10.0)
     rng = np.random.default_rng(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from scipy.stats import binomtest
 from worlds import HALF_LIFE, chi_square_pvalue, first_picks, make_world
@@ -152,6 +154,29 @@ def test_mix_draws_that_share_uniformly() -> None:
     only_uniform = IcpnsSampler(seed=3, mix=1.0)
     negatives = only_uniform.sample(world.context, "u", "i0", world.now, 0, {"i0"}, k)
     assert [n.fallback for n in negatives] == ["mix"] * k
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5])
+def test_reported_probabilities_stay_within_0_and_1(seed: int) -> None:
+    # Random histories leave now and then a single item with most of a
+    # community's weight, whose probability rounding once put above 1; the
+    # community, global and uniform draws all report one.
+    world = make_world(seed=seed)
+    rng = random.Random(seed)
+    sampler = IcpnsSampler(seed=seed, mix=0.3)
+    ids = sorted(world.context.catalog.ids)
+    fallbacks: set[str | None] = set()
+    for _ in range(2_000):
+        community = rng.choice([0, 1, 2, None])
+        positive = rng.choice(ids)
+        history = {positive, *rng.sample(ids, rng.randrange(len(ids)))}
+        negatives = sampler.sample(
+            world.context, "u", positive, world.now, community, history, 4
+        )
+        for negative in negatives:
+            assert 0.0 < negative.probability <= 1.0, negative
+            fallbacks.add(negative.fallback)
+    assert fallbacks == {None, "global", "uniform", "mix"}
 
 
 @pytest.mark.parametrize("mix", [-0.1, 1.5, float("nan")])
