@@ -368,6 +368,7 @@ def _run_replay(args: argparse.Namespace) -> int:
     config = engine_config_from_args(args)
     _check_outputs(args, "report_json", "negatives_out", "dead_letter")
     log = _load(args)
+    # Progress and notes go to stderr, results to stdout, so a pipe gets results.
     console = Console(stderr=True)
     if log.dead_letters:
         console.print(
@@ -394,7 +395,7 @@ def _run_replay(args: argparse.Namespace) -> int:
     report["source"] = str(args.path)
     if args.report_json is not None:
         args.report_json.write_text(json.dumps(report, indent=2) + "\n")
-    console.print(_summary_table(report))
+    Console().print(_summary_table(report))
     return 0
 
 
@@ -403,6 +404,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     _check_outputs(args, "report_json", "plot")
     log = _load(args)
     events = log.events if args.limit is None else log.events[: args.limit]
+    # Progress and notes go to stderr, the table to stdout.
     console = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]{task.description:>10}"),
@@ -444,7 +446,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             window=config.window,
             title=f"{args.path.name}: {len(events):,} events, K={config.negatives}",
         )
-    console.print(_comparison_table(runs))
+    Console().print(_comparison_table(runs))
     return 0
 
 
@@ -470,7 +472,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         summary = simulator.write(
             args.out, args.events, truth_path=args.truth, on_progress=on_progress
         )
-    console.print(json.dumps(summary.to_dict(), indent=2))
+    # Plain JSON on stdout: rich would wrap long paths and break it.
+    print(json.dumps(summary.to_dict(), indent=2))
     return 0
 
 
@@ -581,12 +584,25 @@ def _summary_table(report: dict[str, Any]) -> Table:
         ("most-popular HR@10", f"{report['most_popular_hr@10']:.4f}"),
         ("most-popular NDCG@10", f"{report['most_popular_ndcg@10']:.4f}"),
         ("unseen items (misses)", f"{report['unseen_items']:,}"),
-        ("negatives / event", f"{report['negatives_per_event']:.2f}"),
+        ("negatives / event", _short_of_whole(report["negatives_per_event"])),
         ("events / s", f"{report['events_per_second']:,.0f}"),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _short_of_whole(value: float) -> str:
+    """Format with 3 decimals, or more where 3 would round to a whole number.
+
+    >>> _short_of_whole(3.99936), _short_of_whole(3.99996), _short_of_whole(4.0)
+    ('3.999', '3.99996', '4.000')
+    """
+    # Negatives per event fall short of K by little; rounding must not hide it.
+    digits = 3
+    while digits < 9 and value != round(value) == float(f"{value:.{digits}f}"):
+        digits += 1
+    return f"{value:.{digits}f}"
 
 
 if __name__ == "__main__":

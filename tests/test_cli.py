@@ -52,7 +52,9 @@ def _decayed_most_popular_hr(path: Path, half_life: float) -> float:
     return hits / len(events)
 
 
-def test_replay_end_to_end(small_log: Path, tmp_path: Path) -> None:
+def test_replay_end_to_end(
+    small_log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     report_path = tmp_path / "r.json"
     negatives_path = tmp_path / "n.jsonl"
     dead_path = tmp_path / "bad.jsonl"
@@ -115,6 +117,14 @@ def test_replay_end_to_end(small_log: Path, tmp_path: Path) -> None:
     assert len(negatives) == expected
     assert report["negatives_per_event"] == expected / 2_000
 
+    # The summary is a result, on stdout, with negatives per event to 3
+    # decimals; the skipped rows are a note on stderr.
+    out, err = capsys.readouterr()
+    assert "replay summary (icpns)" in out and "replay summary" not in err
+    assert "2 malformed rows skipped" in err
+    [row] = [line for line in out.splitlines() if "negatives / event" in line]
+    assert row.split("│")[2].strip() == f"{expected / 2_000:.3f}"
+
 
 def test_same_seed_same_report(small_log: Path, tmp_path: Path) -> None:
     reports = []
@@ -130,7 +140,9 @@ def test_same_seed_same_report(small_log: Path, tmp_path: Path) -> None:
     assert reports[0]["events"] == 800
 
 
-def test_evaluate_writes_table_json_and_plot(small_log: Path, tmp_path: Path) -> None:
+def test_evaluate_writes_table_json_and_plot(
+    small_log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     report_path, plot_path = tmp_path / "e.json", tmp_path / "e.png"
     code = main(
         [
@@ -154,6 +166,32 @@ def test_evaluate_writes_table_json_and_plot(small_log: Path, tmp_path: Path) ->
         assert row["events"] == 600
         assert 0.0 <= row["false_negative_rate"] <= 1.0
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The table is the result: on stdout, one row per sampler.
+    out, err = capsys.readouterr()
+    assert "samplers side by side" in out and "samplers side by side" not in err
+    rows = [line.split()[1] for line in out.splitlines() if line.startswith("│")]
+    assert [row for row in rows if row in report["samplers"]] == [
+        "icpns",
+        "uniform",
+        "popularity",
+        "hard",
+    ]
+
+
+def test_generate_prints_its_summary_as_json_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_path = tmp_path / "a-directory-name-long-enough-to-pass-80-columns" / "g.jsonl"
+    out_path.parent.mkdir()
+    args = ["--users", "30", "--items", "20", "--communities", "2", "--events", "40"]
+    assert main(["generate", *args, "--out", str(out_path), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert summary["events"] == 40
+    assert summary["events_path"] == str(out_path)
+    assert len(out_path.read_text().splitlines()) == 40
+    assert err == ""
 
 
 @pytest.mark.parametrize(
