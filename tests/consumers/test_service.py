@@ -12,9 +12,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka_kit import (
+    FAST_GROUP,
     TEST_CONFIG,
     ServiceThread,
     TcpProxy,
@@ -460,7 +462,8 @@ def test_broker_lost_mid_run_is_waited_out_not_crashed_on(
         service = runner.service
         _wait_for(lambda: sum(service.positions.values()) == 100, "first half")
 
-        # Longer than the session timeout: the group forgets the member.
+        # Longer than the session timeout: every connection is lost, and the
+        # outputs of what was read before wait for the broker.
         with caplog.at_level(logging.WARNING):
             proxy.cut()
             time.sleep(8)
@@ -480,6 +483,44 @@ def test_broker_lost_mid_run_is_waited_out_not_crashed_on(
         assert max(_sources(negatives).values()) == 1
         assert committed(bootstrap, settings.group_id, topic) == {0: 200}
         proxy.cut()
+
+
+def test_member_dropped_for_a_slow_step_rejoins_and_loses_nothing(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = new_topic(kafka_bootstrap, "stall", partitions=1)
+    events = synthetic_events(200, seed=11)
+    send_events(kafka_bootstrap, topic, events[:100])
+    settings = make_settings(
+        kafka_bootstrap, tmp_path / "state", topic, exit_when_idle=None
+    )
+    runner = ServiceThread(settings)
+    service = runner.service
+    stall = FAST_GROUP["max_poll_interval_ms"] / 1_000 + 3
+
+    def slow_click(record: Any, outcome: object) -> None:
+        # One click slower than the poll interval: the client leaves the
+        # group, and the partition is the group's to give again.
+        if record.offset == 60:
+            time.sleep(stall)
+
+    service.on_outcome = slow_click
+    with caplog.at_level(logging.INFO):
+        runner.start()
+        _wait_for(lambda: sum(service.positions.values()) == 100, "first half")
+        send_events(kafka_bootstrap, topic, events[100:])
+        _wait_for(lambda: sum(service.positions.values()) == 200, "second half")
+        assert runner.stop() == 0
+    assigned = [r for r in caplog.records if "partitions assigned" in r.message]
+    assert len(assigned) >= 2, "the member was never dropped and given back"
+
+    engine = service.engine
+    assert engine is not None
+    assert engine.state_summary() == clean_run(events, TEST_CONFIG).state_summary()
+    negatives = read_topic(kafka_bootstrap, settings.negatives_topic)
+    assert len(negatives) == engine.negatives_drawn
+    assert max(_sources(negatives).values()) == 1
+    assert committed(kafka_bootstrap, settings.group_id, topic) == {0: 200}
 
 
 def _free_port() -> int:
