@@ -388,31 +388,39 @@ class ConsumerService:
             When the broker refuses an output for good.
         """
         settings = self.settings
-        with _DirectoryLock(settings.checkpoint_dir):
-            try:
-                # A port taken fails the start before the state or the broker
-                # is touched.
-                if settings.metrics_port is not None:
-                    self.metrics_port = self.metrics.serve(
-                        settings.metrics_port, settings.metrics_host
-                    )
-                fresh = self._load_state()
-                self._connect(fresh)
-                self._consumer.subscribe([settings.topic], listener=_Rebalance(self))
-                self._ready.set()
-                logger.info(
-                    "consuming %s as group %s; negatives to %s, dead letters to %s",
-                    settings.topic,
-                    settings.group_id,
-                    settings.negatives_topic,
-                    settings.dead_letter_topic,
-                )
-                while not self._stop.is_set():
-                    self._step()
-                clean = self._finish()
-            finally:
-                self._close()
+        # A port taken fails the start before the state or the broker is touched.
+        if settings.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(
+                settings.metrics_port, settings.metrics_host
+            )
+        try:
+            with _DirectoryLock(settings.checkpoint_dir):
+                try:
+                    clean = self._consume()
+                finally:
+                    self._close()
+        finally:
+            # Also when the directory is locked by another service.
+            self.metrics.close()
         return 0 if clean else 1
+
+    def _consume(self) -> bool:
+        """Load, connect and consume until stopped; return if the stop was clean."""
+        settings = self.settings
+        fresh = self._load_state()
+        self._connect(fresh)
+        self._consumer.subscribe([settings.topic], listener=_Rebalance(self))
+        self._ready.set()
+        logger.info(
+            "consuming %s as group %s; negatives to %s, dead letters to %s",
+            settings.topic,
+            settings.group_id,
+            settings.negatives_topic,
+            settings.dead_letter_topic,
+        )
+        while not self._stop.is_set():
+            self._step()
+        return self._finish()
 
     # ------------------------------------------------------------ start-up
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -397,8 +398,40 @@ def test_metrics_port_in_use_exits_2_before_touching_state_or_broker(
         f"icpns-stream: error: metrics port {port} on 127.0.0.1 is already in use; "
         "choose another --metrics-port (0 picks a free one)\n"
     )
-    # Refused before the (unreachable) broker was tried, with no state saved.
-    assert Checkpoint.load_latest(state) is None
+    # Refused before the (unreachable) broker was tried or the directory made.
+    assert not state.exists()
+
+
+def test_a_locked_checkpoint_dir_exits_2_and_frees_the_metrics_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with (state / ".lock").open("w") as other_service:
+        fcntl.flock(other_service, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code = main(
+            [
+                "consume",
+                "--bootstrap-servers",
+                "127.0.0.1:9",
+                "--checkpoint-dir",
+                str(state),
+                "--metrics-host",
+                "127.0.0.1",
+                "--metrics-port",
+                str(port),
+            ]
+        )
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"icpns-stream: error: another service is using checkpoint directory {state}; "
+        "give each service its own --checkpoint-dir\n"
+    )
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))
 
 
 def test_bootstrap_servers_default_to_the_environment(
