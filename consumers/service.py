@@ -68,6 +68,7 @@ PRODUCER_OPTIONS: dict[str, Any] = {
 # back, past a stop that then gave up on them.
 _RECONNECT_BACKOFF_MAX_MS = 1_000
 _POLL_TIMEOUT_MS = 500
+_COMMITTED_TIMEOUT_MS = 10_000
 _METRICS_EVERY = 1.0
 _PROGRESS_LOG_EVERY = 60.0
 _MAX_RETRY_PAUSE = 60.0
@@ -315,6 +316,11 @@ class ConsumerService:
         self.positions: dict[TopicPartition, int] = {}
         self.event_times: dict[TopicPartition, float] = {}
         self._held: dict[TopicPartition, deque[Any]] = {}
+        # Input partitions this state has read since it last held them all the
+        # way: their checkpoint offsets are the truth, not the group's.
+        self._owned: set[int] = set()
+        # Assigned, and not yet checked against what the group committed.
+        self._unresolved: set[TopicPartition] = set()
         self._busy = False
         self.last_checkpoint: Checkpoint | None = None
         self.metrics_port: int | None = None
@@ -451,6 +457,9 @@ class ConsumerService:
             TopicPartition(settings.topic, partition): offset
             for partition, offset in checkpoint.offsets.get(settings.topic, {}).items()
         }
+        # Checkpoints saved before ownership was recorded held every partition.
+        owned = metadata.get("owned", checkpoint.offsets.get(settings.topic, {}))
+        self._owned = set(owned)
         self._ledger = OutputLedger(self._lineage, metadata.get("sink_offsets", {}))
         # The state on disk is this checkpoint's until the next one is saved.
         self.metrics.last_checkpoint.set(checkpoint.created)
@@ -644,6 +653,8 @@ class ConsumerService:
             return
         if self._fatal is not None:
             raise self._fatal
+        if self._unresolved:
+            self._resolve_starts(batches)
         now = time.monotonic()
         count = 0
         for tp, records in batches.items():
@@ -886,6 +897,7 @@ class ConsumerService:
                 "group_id": settings.group_id,
                 "lineage": self._lineage,
                 "sink_offsets": ledger.checkpoint_positions(source),
+                "owned": sorted(self._owned),
                 "totals": dict(self._totals),
                 "reason": reason,
             },
@@ -987,6 +999,7 @@ class ConsumerService:
         logger.info("partitions revoked: %s", _describe_partitions(revoked))
         for tp in revoked:
             self._held.pop(tp, None)
+            self._owned.discard(tp.partition)
         if self._since_checkpoint > 0 and not self._save_checkpoint("revoke"):
             return {}
         return {
@@ -1004,20 +1017,14 @@ class ConsumerService:
         )
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Start each partition where the state stopped."""
+        """Start each partition where the state stopped, until it is resolved."""
         for tp in sorted(assigned):
             self._held.pop(tp, None)
             offset = self.positions.get(tp)
             if offset is not None:
                 self._consumer.seek(tp, offset)
+        self._unresolved |= assigned
         known = {tp: self.positions[tp] for tp in assigned if tp in self.positions}
-        # The group follows the saved state: offsets of a checkpoint that a
-        # stop or a lost membership left uncommitted are committed now.
-        if self.last_checkpoint is not None:
-            saved = self.last_checkpoint.offsets.get(self.settings.topic, {})
-            for tp in assigned:
-                if tp.partition in saved:
-                    self._uncommitted[tp] = saved[tp.partition]
         logger.info(
             "partitions assigned: %s; from the checkpoint: %s; others start at the "
             "group's committed offset, else %s",
@@ -1025,6 +1032,56 @@ class ConsumerService:
             _describe(known) or "none",
             self.settings.auto_offset_reset,
         )
+
+    def _resolve_starts(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """Check newly assigned partitions against the group's committed offsets.
+
+        A partition the state held until now resumes from its checkpoint, even
+        behind the group (after falling back to an older checkpoint), and the
+        group is brought in line. One that another member may have read since
+        starts at the group's offset when that is further, so no event is
+        learned twice in the group. Messages in ``batches`` fetched from a start
+        that moved are dropped and fetched again. When the group cannot be asked
+        now, the partitions left wait the same way for the next step.
+        """
+        consumer, topic = self._consumer, self.settings.topic
+        saved = {}
+        if self.last_checkpoint is not None:
+            saved = self.last_checkpoint.offsets.get(topic, {})
+        for tp in sorted(self._unresolved & consumer.assignment()):
+            own = self.positions.get(tp)
+            if tp.partition not in self._owned:
+                try:
+                    group = consumer.committed(tp, timeout_ms=_COMMITTED_TIMEOUT_MS)
+                except KafkaError as exc:
+                    logger.warning("cannot read the group's offsets yet: %s", exc)
+                    for waiting in self._unresolved:
+                        records = batches.pop(waiting, None)
+                        if records:
+                            consumer.seek(waiting, records[0].offset)
+                    return
+                if group is not None and (own is None or group > own):
+                    logger.info(
+                        "%s[%d]: another member learned up to %d; starting there",
+                        tp.topic,
+                        tp.partition,
+                        group,
+                    )
+                    # What was fetched from the old start is fetched again.
+                    batches.pop(tp, None)
+                    self.positions[tp] = group
+                    consumer.seek(tp, group)
+                    self._uncommitted.pop(tp, None)
+                    self._owned.add(tp.partition)
+                    self._unresolved.discard(tp)
+                    continue
+            # Offsets of a checkpoint that a stop or a lost membership left
+            # uncommitted are committed now.
+            if tp.partition in saved:
+                self._uncommitted[tp] = saved[tp.partition]
+            self._owned.add(tp.partition)
+            self._unresolved.discard(tp)
+        self._unresolved &= consumer.assignment()
 
     # ------------------------------------------------------------ metrics, stop
 
@@ -1203,6 +1260,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         # and its offsets stay as they are for the next assignment.
         for tp in lost:
             self.service._held.pop(tp, None)
+            self.service._owned.discard(tp.partition)
         logger.warning(
             "partitions lost (membership expired): %s", _describe_partitions(lost)
         )

@@ -295,8 +295,23 @@ def test_revoked_partitions_are_checkpointed_and_committed_first(
         lambda: committed(kafka_bootstrap, group, topic) == saved.offsets[topic],
         "commit at revoke",
     )
+
+    # The second member starts where the first stopped, though its own fresh
+    # state began at offset 0: nothing is learned twice in the group, and the
+    # group's offsets never go back.
+    joined = second.service
+    _wait_for(
+        lambda: bool(lag := joined.lag()) and not any(lag.values()),
+        "second member at the end of its partitions",
+    )
+    time.sleep(1.0)
+    assert committed(kafka_bootstrap, group, topic) == saved.offsets[topic]
     assert first.stop() == 0
     assert second.stop() == 0
+    assert joined.engine is not None and joined.engine.events == 0
+    assert committed(kafka_bootstrap, group, topic) == saved.offsets[topic]
+    negatives = read_topic(kafka_bootstrap, f"{topic}-negatives")
+    assert set(_sources(negatives).values()) == {1}
 
 
 def test_unreachable_broker_is_a_clear_error_after_bounded_retries(
