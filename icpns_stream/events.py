@@ -81,7 +81,8 @@ def normalise_id(value: object, field: str) -> str:
     """Return an id as a string, or raise `InvalidEventError` naming the field.
 
     Integers (and integral floats such as ``196.0`` from CSV tools) become their
-    decimal string; strings are stripped and must not be empty.
+    decimal string; strings are stripped, must not be empty, and must be valid
+    Unicode: a lone surrogate (which a JSON escape can spell) is rejected.
     """
     if value is None:
         raise InvalidEventError(f"{field} is missing or null")
@@ -95,10 +96,24 @@ def normalise_id(value: object, field: str) -> str:
         text = value.strip()
         if not text:
             raise InvalidEventError(f"{field} is empty")
+        _check_text(text, field)
         return text
     raise InvalidEventError(
         f"{field} must be a string or integer, got {type(value).__name__}"
     )
+
+
+def _check_text(text: str, field: str) -> None:
+    """Raise `InvalidEventError` naming ``field`` if UTF-8 cannot encode ``text``."""
+    # JSON's \u escapes can spell a lone surrogate: valid JSON in valid UTF-8
+    # that decodes to a string no output (a Kafka key, a JSON line) can encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        raise InvalidEventError(
+            f"{field} is not valid Unicode (lone surrogate U+{code:04X})"
+        ) from exc
 
 
 def normalise_timestamp(value: object) -> float:
@@ -184,6 +199,8 @@ def parse_event(obj: object) -> ClickEvent:
         raise InvalidEventError(
             f"event_type must be a string, got {type(event_type).__name__}"
         )
+    if event_type:
+        _check_text(event_type, "event_type")
     return ClickEvent(
         user_id=user_id,
         item_id=item_id,

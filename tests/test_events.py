@@ -41,6 +41,8 @@ def test_ids_are_normalised_to_strings(value: object, expected: str) -> None:
         ("   ", "user_id is empty"),
         (1.5, "user_id must be a string or integer, got float"),
         ([1], "user_id must be a string or integer, got list"),
+        ("\ud800", "user_id is not valid Unicode (lone surrogate U+D800)"),
+        ("u\udfff7", "user_id is not valid Unicode (lone surrogate U+DFFF)"),
     ],
 )
 def test_bad_ids_are_rejected_with_the_field_named(value: object, reason: str) -> None:
@@ -228,6 +230,35 @@ def test_decode_event_turns_every_bad_input_into_invalid_event(
     with pytest.raises(InvalidEventError) as caught:
         decode_event(raw)
     assert str(caught.value).startswith(reason)
+
+
+@pytest.mark.parametrize("field", ["user_id", "item_id", "event_id", "event_type"])
+@pytest.mark.parametrize(
+    ("escape", "code"),
+    # A high half alone, a low half after a letter, a pair in the wrong order.
+    [("\\ud800", "D800"), ("x\\udc00", "DC00"), ("\\ude00\\ud83d", "DE00")],
+)
+def test_decode_event_rejects_lone_surrogates(
+    field: str, escape: str, code: str
+) -> None:
+    # Valid UTF-8 and valid JSON, but the string it decodes to has no UTF-8
+    # form: accepted, it would crash whatever writes the id out.
+    obj = {"user_id": "u", "item_id": "i", "timestamp": T0, field: "@"}
+    line = json.dumps(obj).replace("@", escape)
+    for raw in (line, line.encode("utf-8")):
+        with pytest.raises(InvalidEventError) as caught:
+            decode_event(raw)
+        assert str(caught.value) == (
+            f"{field} is not valid Unicode (lone surrogate U+{code})"
+        )
+
+
+def test_decode_event_keeps_a_surrogate_pair() -> None:
+    # A pair of escapes spells one character outside the BMP, which is valid.
+    line = '{"user_id": "\\ud83d\\ude00", "item_id": 1, "timestamp": 1700000000}'
+    event = decode_event(line)
+    assert event.user_id == "\U0001f600"
+    assert event.user_id.encode("utf-8") == b"\xf0\x9f\x98\x80"
 
 
 def test_decode_event_says_at_column_once() -> None:

@@ -392,6 +392,36 @@ def test_line_that_is_not_utf8_is_set_aside_and_the_rest_read(tmp_path: Path) ->
     assert base64.b64decode(dead.raw) == bad
 
 
+def test_lone_surrogate_escape_is_set_aside_and_the_rest_read(tmp_path: Path) -> None:
+    # The line is ASCII and valid JSON; only its decoded id has no UTF-8 form.
+    bad = '{"user_id": "\\ud800", "item_id": "242", "timestamp": 881250950}'
+    path = write(
+        tmp_path,
+        "clicks.jsonl",
+        '{"user_id": 1, "item_id": 2, "timestamp": 881250949}\n'
+        + bad
+        + '\n{"user_id": 3, "item_id": 4, "timestamp": 881250951}\n',
+    )
+    log = load(path)
+    assert triples(log) == [("1", "2", 881250949.0), ("3", "4", 881250951.0)]
+    assert reasons(log) == [
+        (2, bad, "user_id is not valid Unicode (lone surrogate U+D800)")
+    ]
+    assert log.dead_letters[0].raw_bytes() == bad.encode()
+
+
+def test_encoded_surrogate_in_a_row_is_not_utf8(tmp_path: Path) -> None:
+    # UTF-8 has no form for a surrogate; its 3-byte CESU spelling is rejected.
+    bad = b"2\t\xed\xa0\x80\t3\t881250950"
+    path = write(tmp_path, "u.data", b"1\t10\t3\t881250949\n" + bad + b"\n")
+    log = load(path)
+    assert triples(log) == [("1", "10", 881250949.0)]
+    (dead,) = log.dead_letters
+    assert (dead.line_number, dead.raw_encoding) == (2, "base64")
+    assert dead.reason.startswith("not UTF-8: ")
+    assert dead.raw_bytes() == bad
+
+
 def test_blank_lines_crlf_and_bom(tmp_path: Path) -> None:
     path = write(
         tmp_path,
