@@ -12,6 +12,7 @@ from icpns_stream.exceptions import InvalidEventError
 from icpns_stream.types import ItemId, UserId
 
 __all__ = [
+    "MAX_ID_BYTES",
     "MAX_TIMESTAMP",
     "ClickEvent",
     "decode_event",
@@ -23,6 +24,13 @@ __all__ = [
 #: 2100-01-01T00:00:00Z. Later (or negative) times are treated as corrupt rather
 #: than trusted, since a single absurd timestamp would decay every counter away.
 MAX_TIMESTAMP = 4_102_444_800.0
+
+#: Longest id (and event type) accepted, in bytes of UTF-8. Every negative
+#: carries its user and item ids in its Kafka key and value, so one huge id
+#: would push each past Kafka's 1 MB default message size, and event ids fill
+#: the engine's memory of recent ids. Bytes, not characters, since Kafka counts
+#: bytes; real ids (numbers, UUIDs, SKUs) are far shorter.
+MAX_ID_BYTES = 1_024
 
 # Numbers above this are taken as milliseconds: in seconds it would be year 5138.
 _MILLISECONDS_ABOVE = 1e11
@@ -82,38 +90,47 @@ def normalise_id(value: object, field: str) -> str:
 
     Integers (and integral floats such as ``196.0`` from CSV tools) become their
     decimal string; strings are stripped, must not be empty, and must be valid
-    Unicode: a lone surrogate (which a JSON escape can spell) is rejected.
+    Unicode: a lone surrogate (which a JSON escape can spell) is rejected. An id
+    longer than `MAX_ID_BYTES` in UTF-8 is rejected too.
     """
     if value is None:
         raise InvalidEventError(f"{field} is missing or null")
     if isinstance(value, bool):
         raise InvalidEventError(f"{field} must be a string or integer, got {value!r}")
+    # A JSON integer may have thousands of digits; a float has at most 309.
     if isinstance(value, int):
-        return str(value)
+        return _check_text(str(value), field)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, str):
         text = value.strip()
         if not text:
             raise InvalidEventError(f"{field} is empty")
-        _check_text(text, field)
-        return text
+        return _check_text(text, field)
     raise InvalidEventError(
         f"{field} must be a string or integer, got {type(value).__name__}"
     )
 
 
-def _check_text(text: str, field: str) -> None:
-    """Raise `InvalidEventError` naming ``field`` if UTF-8 cannot encode ``text``."""
+def _check_text(text: str, field: str) -> str:
+    """Return ``text`` if UTF-8 can encode it in at most `MAX_ID_BYTES` bytes.
+
+    Otherwise raise `InvalidEventError` naming ``field``.
+    """
     # JSON's \u escapes can spell a lone surrogate: valid JSON in valid UTF-8
     # that decodes to a string no output (a Kafka key, a JSON line) can encode.
     try:
-        text.encode("utf-8")
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
         code = ord(text[exc.start])
         raise InvalidEventError(
             f"{field} is not valid Unicode (lone surrogate U+{code:04X})"
         ) from exc
+    if size > MAX_ID_BYTES:
+        raise InvalidEventError(
+            f"{field} is too long: {size:,} bytes in UTF-8, at most {MAX_ID_BYTES:,}"
+        )
+    return text
 
 
 def normalise_timestamp(value: object) -> float:

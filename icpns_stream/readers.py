@@ -15,6 +15,7 @@ from pathlib import Path
 
 from icpns_stream.dead_letters import DeadLetter
 from icpns_stream.events import (
+    MAX_ID_BYTES,
     MAX_TIMESTAMP,
     ClickEvent,
     decode_event,
@@ -63,6 +64,10 @@ _NAME_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("ratings.csv",), "movielens-csv"),
     ((".csv",), "csv"),
 )
+
+# A field this short fits `MAX_ID_BYTES` whatever its characters (UTF-8 takes at
+# most 4 bytes for one); the short cut leaves longer ones to the contract.
+_SHORT_FIELD = MAX_ID_BYTES // 4
 
 _HOW_TO_CHOOSE = (
     f"formats: {', '.join(FORMATS)}; pass one with --format NAME (fmt=NAME in Python)"
@@ -441,7 +446,11 @@ class _Layout:
             timestamp = float(fields[self.timestamp])
         except ValueError:
             return None
-        if not (user and item and 0.0 <= timestamp <= MAX_TIMESTAMP):
+        if not (
+            0 < len(user) <= _SHORT_FIELD
+            and 0 < len(item) <= _SHORT_FIELD
+            and 0.0 <= timestamp <= MAX_TIMESTAMP
+        ):
             return None
         rating = None
         if self.rating is not None and fields[self.rating]:
@@ -454,11 +463,13 @@ class _Layout:
         event_id = None
         if self.event_id is not None and fields[self.event_id]:
             event_id = fields[self.event_id].strip()
-            if not event_id:
+            if not 0 < len(event_id) <= _SHORT_FIELD:
                 return None
         event_type = None
         if self.event_type is not None:
             event_type = fields[self.event_type] or None
+            if event_type is not None and len(event_type) > _SHORT_FIELD:
+                return None
         return ClickEvent(user, item, timestamp, event_id, event_type, rating)
 
 

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from icpns_stream.events import (
+    MAX_ID_BYTES,
     MAX_TIMESTAMP,
     ClickEvent,
     decode_event,
@@ -49,6 +50,34 @@ def test_bad_ids_are_rejected_with_the_field_named(value: object, reason: str) -
     with pytest.raises(InvalidEventError) as caught:
         normalise_id(value, "user_id")
     assert str(caught.value) == reason
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ("x" * (MAX_ID_BYTES + 1), MAX_ID_BYTES + 1),
+        # The bound is on UTF-8 bytes, which Kafka counts: 513 characters here.
+        ("\u00e9" * (MAX_ID_BYTES // 2 + 1), MAX_ID_BYTES + 2),
+        (int("9" * (MAX_ID_BYTES + 1)), MAX_ID_BYTES + 1),
+        (f" {'u' * 600_000} ", 600_000),
+    ],
+    ids=["one-byte", "two-byte", "integer", "huge"],
+)
+def test_ids_longer_than_the_bound_are_rejected(value: object, size: int) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        normalise_id(value, "item_id")
+    assert str(caught.value) == (
+        f"item_id is too long: {size:,} bytes in UTF-8, at most {MAX_ID_BYTES:,}"
+    )
+
+
+def test_ids_up_to_the_bound_are_kept() -> None:
+    longest = "\u00e9" * (MAX_ID_BYTES // 2)
+    assert normalise_id(f" {longest} ", "user_id") == longest
+    assert normalise_id("x" * MAX_ID_BYTES, "user_id") == "x" * MAX_ID_BYTES
+    assert normalise_id(10 ** (MAX_ID_BYTES - 1), "user_id") == "1" + "0" * (
+        MAX_ID_BYTES - 1
+    )
 
 
 def test_integer_and_string_ids_name_the_same_user() -> None:
@@ -251,6 +280,18 @@ def test_decode_event_rejects_lone_surrogates(
         assert str(caught.value) == (
             f"{field} is not valid Unicode (lone surrogate U+{code})"
         )
+
+
+@pytest.mark.parametrize("field", ["user_id", "item_id", "event_id", "event_type"])
+def test_decode_event_rejects_an_id_too_long_for_a_kafka_message(field: str) -> None:
+    # Each negative carries the ids in its key and value: 600,000 characters
+    # would take it past Kafka's 1 MB message size.
+    obj = {"user_id": "u", "item_id": "i", "timestamp": T0, field: "7" * 600_000}
+    with pytest.raises(InvalidEventError) as caught:
+        decode_event(json.dumps(obj).encode())
+    assert str(caught.value) == (
+        f"{field} is too long: 600,000 bytes in UTF-8, at most 1,024"
+    )
 
 
 def test_decode_event_keeps_a_surrogate_pair() -> None:

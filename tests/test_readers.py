@@ -422,6 +422,31 @@ def test_encoded_surrogate_in_a_row_is_not_utf8(tmp_path: Path) -> None:
     assert dead.raw_bytes() == bad
 
 
+def test_rows_with_too_long_ids_are_set_aside(tmp_path: Path) -> None:
+    # 300 two-byte characters fit in 1,024 bytes; 600 do not, nor 2,000 digits.
+    fits, wide, digits = "\u00e9" * 300, "\u00e9" * 600, "7" * 2_000
+    path = write(
+        tmp_path,
+        "clicks.csv",
+        "user_id,item_id,timestamp,event_id,event_type\n"
+        f"{fits},i1,1700000000,e1,click\n"
+        f"u2,{wide},1700000001,e2,click\n"
+        f"u3,i3,1700000002,{digits},click\n"
+        f"u4,i4,1700000003,e4,{digits}\n"
+        "u5,i5,1700000004,e5,click\n",
+    )
+    log = load(path)
+    assert triples(log) == [
+        (fits, "i1", 1_700_000_000.0),
+        ("u5", "i5", 1_700_000_004.0),
+    ]
+    assert [(n, reason) for n, _, reason in reasons(log)] == [
+        (3, "item_id is too long: 1,200 bytes in UTF-8, at most 1,024"),
+        (4, "event_id is too long: 2,000 bytes in UTF-8, at most 1,024"),
+        (5, "event_type is too long: 2,000 bytes in UTF-8, at most 1,024"),
+    ]
+
+
 def test_blank_lines_crlf_and_bom(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -541,6 +566,10 @@ _cells = st.one_of(
     st.sampled_from(["", " ", "7", " 42 ", "u1", "nan", "inf", "-1", "1e400", "x"]),
     st.sampled_from(["1700000000", "1700000000000", "2023-11-14", "4102444801"]),
     st.sampled_from(["3.5", "0", "1_000", "\u00a05", "5\u00a0"]),
+    # Around the id bound, in one-byte and two-byte characters.
+    st.sampled_from(
+        ["x" * 256, "x" * 1_024, "x" * 1_025, "\u00e9" * 512, "\u00e9" * 513]
+    ),
     st.text(max_size=6),
 )
 
