@@ -508,6 +508,8 @@ class ConsumerService:
                 group_instance_id=settings.group_instance_id,
                 enable_auto_commit=False,
                 auto_offset_reset=settings.auto_offset_reset,
+                # Clicks of an aborted transaction never happened.
+                isolation_level="read_committed",
                 allow_auto_create_topics=False,
                 max_poll_records=settings.max_poll_records,
                 session_timeout_ms=settings.session_timeout_ms,
@@ -663,6 +665,7 @@ class ConsumerService:
         self._busy = bool(self._handle_held()) and bool(self._held)
         if self._busy or count:
             self._last_record_time = now
+        self._skip_unreturned_offsets()
 
         self._align_partitions(drained=count < self.settings.max_poll_records)
         self._maybe_checkpoint(now)
@@ -697,6 +700,27 @@ class ConsumerService:
             if not queue:
                 del held[tp]
         return self.settings.max_poll_records - left
+
+    def _skip_unreturned_offsets(self) -> None:
+        """Move past offsets the client skipped without returning a message.
+
+        Transaction markers (and aborted transactions, read committed) take
+        offsets that no message is returned for: a partition ending in one
+        would otherwise never catch up with its high watermark, keeping its lag
+        above 0 and time alignment waiting for it.
+        """
+        consumer, positions = self._consumer, self.positions
+        for tp in consumer.assignment():
+            position = positions.get(tp)
+            if position is None or tp in self._held or tp in self._unresolved:
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is None or highwater <= position:
+                continue
+            # Known positions make this a lookup, not a request.
+            fetched = consumer.position(tp, timeout_ms=0)
+            if fetched is not None and fetched > position:
+                positions[tp] = fetched
 
     def _time_limits(self) -> dict[TopicPartition, float]:
         """Event time up to which each partition may be read now.

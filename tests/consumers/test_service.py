@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 from kafka_kit import (
     FAST_GROUP,
     TEST_CONFIG,
@@ -312,6 +313,45 @@ def test_revoked_partitions_are_checkpointed_and_committed_first(
     assert committed(kafka_bootstrap, group, topic) == saved.offsets[topic]
     negatives = read_topic(kafka_bootstrap, f"{topic}-negatives")
     assert set(_sources(negatives).values()) == {1}
+
+
+def test_a_partition_ending_in_a_transaction_marker_is_read_to_its_end(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # A committed transaction ends with a marker: an offset no message is
+    # returned for. Partition 1 is two hours ahead, so time alignment holds
+    # it back for as long as partition 0 seems to have more to read.
+    topic = new_topic(kafka_bootstrap, "transactions", partitions=2)
+
+    def click(user: str, item: str, timestamp: int) -> bytes:
+        return json.dumps(
+            {"user_id": user, "item_id": item, "timestamp": timestamp}
+        ).encode()
+
+    producer = KafkaProducer(
+        bootstrap_servers=kafka_bootstrap, transactional_id=f"{topic}-tx"
+    )
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        for i in range(5):
+            producer.send(
+                topic, click(f"a{i}", f"i{i % 3}", 900_000_000 + i), partition=0
+            )
+        producer.commit_transaction()
+    finally:
+        producer.close(timeout=30)
+    later = [
+        (None, click(f"b{i % 7}", f"i{i % 5}", 900_007_200 + i)) for i in range(100)
+    ]
+    send_raw(kafka_bootstrap, topic, later, partition=1)
+
+    settings = make_settings(kafka_bootstrap, tmp_path / "state", topic)
+    run = ServiceThread(settings).start()
+    assert run.join() == 0
+    engine = run.service.engine
+    assert engine is not None and engine.events == 105
+    assert committed(kafka_bootstrap, settings.group_id, topic) == {0: 6, 1: 100}
 
 
 def test_unreachable_broker_is_a_clear_error_after_bounded_retries(
