@@ -74,6 +74,9 @@ _PROGRESS_LOG_EVERY = 60.0
 _MAX_RETRY_PAUSE = 60.0
 _STOP_RETRY_PAUSE = 0.5
 _NEGATIVE_FIELDS = tuple(field.name for field in fields(Negative))
+# A dead letter keeps at most this much: Kafka refuses messages over 1 MB by
+# default, and a message that large is already at its source offset.
+_MAX_DEAD_LETTER_BYTES = 512 * 1024
 _NEVER = float("inf")
 # More records than the client can hold fetched (fetch_max_bytes below).
 _DRAIN_RECORDS = 10_000_000
@@ -838,7 +841,9 @@ class ConsumerService:
             body = {name: getattr(negative, name) for name in _NEGATIVE_FIELDS}
             headers = ledger.headers(topic, partition, offset, index)
             pending.append(
-                send(out, key=key, value=dumps(body).encode(), headers=headers)
+                self._send(
+                    send, out, key=key, value=dumps(body).encode(), headers=headers
+                )
             )
             sent += 1
         # The total counts what the topic holds, including what was found there.
@@ -854,21 +859,26 @@ class ConsumerService:
         self._totals["dead_letters"] += 1
         if ledger.seen((topic, partition, offset, 0)):
             return
-        dead = DeadLetter.from_raw(
-            record.value or b"",
-            reason,
-            source=topic,
-            partition=partition,
-            offset=offset,
-        )
         self._pending.append(
-            self._producer.send(
+            self._send(
+                self._producer.send,
                 self.settings.dead_letter_topic,
                 key=record.key,
-                value=dead.to_json().encode("utf-8"),
+                value=_bounded_dead_letter(record, reason),
                 headers=ledger.headers(topic, partition, offset, 0),
             )
         )
+
+    @staticmethod
+    def _send(send: Callable[..., Any], topic: str, **message: Any) -> Any:
+        """Send one output; a message the client refuses at once stops the service."""
+        try:
+            return send(topic, **message)
+        except KafkaError as exc:
+            raise DeliveryError(
+                f"cannot write to {topic}: {exc}. Stopping without a checkpoint "
+                "past it; on restart the service goes back to its last checkpoint."
+            ) from exc
 
     # ------------------------------------------------------------ checkpoints
 
@@ -1323,6 +1333,26 @@ class _DirectoryLock:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+
+def _bounded_dead_letter(record: Any, reason: str) -> bytes:
+    """Encode the dead letter of ``record``, cutting its raw bytes to fit."""
+    raw: bytes = record.value or b""
+    kept = len(raw)
+    where = {
+        "source": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
+    body = DeadLetter.from_raw(raw, reason, **where).to_json().encode("utf-8")
+    while len(body) > _MAX_DEAD_LETTER_BYTES:
+        kept //= 2
+        cut = (
+            f"{reason} (raw cut to its first {kept:,} of {len(raw):,} bytes; "
+            "the whole message is at its source offset)"
+        )
+        body = DeadLetter.from_raw(raw[:kept], cut, **where).to_json().encode("utf-8")
+    return body
 
 
 def _describe(positions: Mapping[Any, int]) -> str:

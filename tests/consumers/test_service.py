@@ -34,7 +34,7 @@ from kafka_kit import (
 from consumers.connection import BrokerUnavailableError, TopicMissingError
 from consumers.local_broker import LocalBroker
 from consumers.output_ledger import SOURCE_HEADER
-from consumers.service import ConsumerService, ServiceSettings
+from consumers.service import ConsumerService, DeliveryError, ServiceSettings
 from icpns_stream.checkpoint import Checkpoint
 from icpns_stream.dead_letters import DeadLetter
 from icpns_stream.engine import EngineConfig
@@ -122,6 +122,45 @@ def test_negatives_and_dead_letters_reach_their_topics(
         "negatives": expected.negatives_drawn,
     }
     assert committed(kafka_bootstrap, settings.group_id, topic) == {0: 155}
+
+
+def test_a_message_too_large_to_dead_letter_whole_is_kept_cut(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # In base64 it would pass Kafka's 1 MB limit on a message.
+    huge = bytes(range(256)) * 3_500
+    topic = new_topic(kafka_bootstrap, "huge", partitions=1)
+    events = synthetic_events(20, seed=9)
+    send_events(kafka_bootstrap, topic, events[:10])
+    send_raw(kafka_bootstrap, topic, [(b"k", huge)])
+    send_events(kafka_bootstrap, topic, events[10:])
+    settings = make_settings(kafka_bootstrap, tmp_path / "state", topic)
+
+    runner = ServiceThread(settings).start()
+    assert runner.join() == 0
+    assert runner.service.engine is not None
+    assert runner.service.engine.events == 20
+    [record] = read_topic(kafka_bootstrap, settings.dead_letter_topic)
+    assert len(record.value) <= 512 * 1024
+    letter = DeadLetter(**json.loads(record.value))
+    assert letter.offset == 10
+    kept = letter.raw_bytes()
+    assert 0 < len(kept) < len(huge) and huge.startswith(kept)
+    assert f"raw cut to its first {len(kept):,} of {len(huge):,} bytes" in (
+        letter.reason
+    )
+
+
+def test_an_output_the_client_refuses_at_once_is_a_delivery_error(
+    kafka_bootstrap: str,
+) -> None:
+    topic = new_topic(kafka_bootstrap, "refused", partitions=1)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=200)
+    try:
+        with pytest.raises(DeliveryError, match=f"cannot write to {topic}: .*Size"):
+            ConsumerService._send(producer.send, topic, value=b"x" * 1_000)
+    finally:
+        producer.close(timeout=30)
 
 
 def test_restart_resumes_from_the_checkpoint_without_double_counting(
