@@ -27,6 +27,7 @@ from icpns_stream.cli import (
     engine_config_from_args,
     parse_duration,
 )
+from icpns_stream.dead_letters import DeadLetterWriter
 from icpns_stream.events import ClickEvent
 from icpns_stream.readers import load_replay
 
@@ -282,6 +283,12 @@ def _add_produce(subparsers: Any) -> None:
         ),
     )
     produce.add_argument(
+        "--dead-letter",
+        type=Path,
+        metavar="FILE",
+        help="malformed rows of the file as JSONL, with their reasons",
+    )
+    produce.add_argument(
         "--connect-retries",
         type=int,
         default=5,
@@ -334,6 +341,10 @@ def run_produce(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 0:
         raise ValueError(f"--limit must be non-negative, got {args.limit}")
     log = load_replay(args.path, fmt=args.format, min_rating=args.min_rating)
+    if args.dead_letter is not None:
+        with DeadLetterWriter(args.dead_letter, append=False) as writer:
+            for dead in log.dead_letters:
+                writer.write(dead)
     events: list[ClickEvent] = log.events
     if args.add_event_ids:
         # Rank in time order is stable for a given file, so ids repeat on replay.
@@ -398,9 +409,11 @@ def run_produce(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - started
     finally:
         producer.close(timeout=30.0)
-    skipped = f", {len(log.dead_letters)} malformed rows skipped" * bool(
-        log.dead_letters
-    )
+    skipped = ""
+    if log.dead_letters:
+        skipped = f", {len(log.dead_letters)} malformed rows skipped" + (
+            "" if args.dead_letter else " (use --dead-letter FILE to keep them)"
+        )
     print(
         f"produced {sent:,} events from {args.path} to {args.topic} in "
         f"{seconds:.1f} s ({sent / seconds if seconds > 0 else 0.0:,.0f} events/s)"

@@ -165,7 +165,17 @@ def create_topic(
             [NewTopic(topic, partitions, replication_factor)], timeout_ms=30_000
         )
     except TopicAlreadyExistsError:
-        logger.info("topic %s exists already; left as it is", topic)
+        [described] = admin.describe_topics([topic])
+        held = len(described["partitions"])
+        if held != partitions:
+            logger.warning(
+                "topic %s exists already with %d partition(s), not %d; left as it is",
+                topic,
+                held,
+                partitions,
+            )
+        else:
+            logger.info("topic %s exists already; left as it is", topic)
         return False
     finally:
         admin.close()

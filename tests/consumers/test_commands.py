@@ -267,12 +267,16 @@ def test_produce_writes_a_logged_file_in_time_order_keyed_by_user(
             "--partitions",
             "3",
             "--add-event-ids",
+            "--dead-letter",
+            str(tmp_path / "bad.jsonl"),
         ]
     )
     assert code == 0
     err = capsys.readouterr().err
     assert "produced 90 events" in err
-    assert "1 malformed rows skipped" in err
+    assert "1 malformed rows skipped\n" in err
+    [bad] = (tmp_path / "bad.jsonl").read_text().splitlines()
+    assert json.loads(bad)["raw"] == lines[7]
 
     records = read_topic(kafka_bootstrap, topic)
     assert len({r.partition for r in records}) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import time
 
@@ -77,10 +78,19 @@ def test_connect_validates_its_arguments(
 
 
 @pytest.mark.kafka
-def test_create_topic_once_then_leave_it(kafka_bootstrap: str) -> None:
+def test_create_topic_once_then_leave_it(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
     name = unique("created")
     assert create_topic(kafka_bootstrap, name, partitions=3) is True
-    assert create_topic(kafka_bootstrap, name, partitions=5) is False
+    with caplog.at_level(logging.WARNING, logger="consumers.connection"):
+        assert create_topic(kafka_bootstrap, name, partitions=3) is False
+        assert not caplog.records
+        assert create_topic(kafka_bootstrap, name, partitions=5) is False
+    [warning] = caplog.records
+    assert warning.getMessage() == (
+        f"topic {name} exists already with 3 partition(s), not 5; left as it is"
+    )
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
     try:
         assert require_topic(consumer, name) == {0, 1, 2}
