@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,8 +13,8 @@ from icpns_stream.exceptions import InvalidEventError
 from icpns_stream.types import ItemId, UserId
 
 __all__ = [
+    "MAX_CLOCK_SKEW",
     "MAX_ID_BYTES",
-    "MAX_TIMESTAMP",
     "ClickEvent",
     "decode_event",
     "normalise_id",
@@ -21,9 +22,11 @@ __all__ = [
     "parse_event",
 ]
 
-#: 2100-01-01T00:00:00Z. Later (or negative) times are treated as corrupt rather
-#: than trusted, since a single absurd timestamp would decay every counter away.
-MAX_TIMESTAMP = 4_102_444_800.0
+#: Seconds a timestamp may lie ahead of this host's clock (one day), to allow for
+#: skew between the producers' clocks and ours. A later one is taken as corrupt:
+#: a click years ahead would move the stream clock there and decay every counter
+#: away for the rest of the stream.
+MAX_CLOCK_SKEW = 86_400.0
 
 #: Longest id (and event type) accepted, in bytes of UTF-8. Every negative
 #: carries its user and item ids in its Kafka key and value, so one huge id
@@ -133,12 +136,14 @@ def _check_text(text: str, field: str) -> str:
     return text
 
 
-def normalise_timestamp(value: object) -> float:
+def normalise_timestamp(value: object, *, now: float | None = None) -> float:
     """Return a timestamp in Unix seconds.
 
     Accepts seconds or milliseconds (int, float or numeric string) and ISO-8601
     strings; a naive ISO time is read as UTC. Raises `InvalidEventError` for
-    anything unparseable, non-finite, negative or after `MAX_TIMESTAMP`.
+    anything unparseable, non-finite, before 1970, or more than `MAX_CLOCK_SKEW`
+    seconds after ``now``, the wall clock in Unix seconds (``time.time()`` at
+    the call when None).
     """
     if value is None:
         raise InvalidEventError("timestamp is missing or null")
@@ -155,8 +160,15 @@ def normalise_timestamp(value: object) -> float:
         )
     if not math.isfinite(seconds):
         raise InvalidEventError(f"timestamp is not finite: {value!r}")
-    if seconds < 0 or seconds > MAX_TIMESTAMP:
-        raise InvalidEventError(f"timestamp out of range (1970-2100): {value!r}")
+    if seconds < 0:
+        raise InvalidEventError(f"timestamp is before 1970: {value!r}")
+    if now is None:
+        now = time.time()
+    if seconds > now + MAX_CLOCK_SKEW:
+        raise InvalidEventError(
+            f"timestamp is in the future: {value!r} (more than "
+            f"{MAX_CLOCK_SKEW / 3600:g} h ahead of this host's clock)"
+        )
     return seconds
 
 
@@ -184,15 +196,23 @@ def _number_seconds(value: int | float) -> float:
         seconds = float(value)
     except OverflowError as exc:
         raise InvalidEventError(
-            "timestamp out of range (1970-2100): too large"
+            "timestamp is in the future: too large to be a time"
         ) from exc
     if seconds > _MILLISECONDS_ABOVE:
         seconds /= 1000.0
     return seconds
 
 
-def parse_event(obj: object) -> ClickEvent:
+def parse_event(obj: object, *, now: float | None = None) -> ClickEvent:
     """Validate a decoded JSON value (or CSV row dict) and return its event.
+
+    Parameters
+    ----------
+    obj
+        The decoded value.
+    now
+        Wall clock in Unix seconds that the timestamp may not pass by more than
+        `MAX_CLOCK_SKEW`; ``time.time()`` at the call when None.
 
     Raises
     ------
@@ -205,7 +225,7 @@ def parse_event(obj: object) -> ClickEvent:
         )
     user_id = normalise_id(obj.get("user_id"), "user_id")
     item_id = normalise_id(obj.get("item_id"), "item_id")
-    timestamp = normalise_timestamp(obj.get("timestamp"))
+    timestamp = normalise_timestamp(obj.get("timestamp"), now=now)
     event_id = obj.get("event_id")
     if event_id is not None and event_id != "":
         event_id = normalise_id(event_id, "event_id")
@@ -242,11 +262,11 @@ def _parse_rating(value: object) -> float | None:
     return rating
 
 
-def decode_event(raw: bytes | str) -> ClickEvent:
+def decode_event(raw: bytes | str, *, now: float | None = None) -> ClickEvent:
     """Decode one serialised event (a Kafka message value or a JSONL line).
 
     Raises `InvalidEventError` for bytes that are not UTF-8, text that is not
-    JSON, and JSON that breaks the contract.
+    JSON, and JSON that breaks the contract; ``now`` is passed to `parse_event`.
     """
     if isinstance(raw, bytes | bytearray):
         try:
@@ -272,4 +292,4 @@ def decode_event(raw: bytes | str) -> ClickEvent:
     except RecursionError as exc:
         # Hostile nesting must become a dead letter, not stop the consumer.
         raise InvalidEventError("not valid JSON: nested too deeply") from exc
-    return parse_event(obj)
+    return parse_event(obj, now=now)

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,8 +16,8 @@ from pathlib import Path
 
 from icpns_stream.dead_letters import DeadLetter
 from icpns_stream.events import (
+    MAX_CLOCK_SKEW,
     MAX_ID_BYTES,
-    MAX_TIMESTAMP,
     ClickEvent,
     decode_event,
     parse_event,
@@ -449,7 +450,7 @@ class _Layout:
         if not (
             0 < len(user) <= _SHORT_FIELD
             and 0 < len(item) <= _SHORT_FIELD
-            and 0.0 <= timestamp <= MAX_TIMESTAMP
+            and 0.0 <= timestamp <= time.time() + MAX_CLOCK_SKEW
         ):
             return None
         rating = None

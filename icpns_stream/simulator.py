@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from icpns_stream.events import MAX_CLOCK_SKEW
 from icpns_stream.ground_truth import TRUTH_FORMAT, TRUTH_VERSION, GroundTruth
 from icpns_stream.types import CommunityId, UserId
 
@@ -129,7 +131,8 @@ class PlantedCommunitySimulator:
     mean_gap
         Mean time between consecutive events, in seconds (exponential gaps).
     start_time
-        Unix time in seconds the stream starts from.
+        Unix time in seconds the stream starts from, not in the future: the
+        event contract rejects clicks ahead of the clock.
 
     Attributes
     ----------
@@ -224,7 +227,11 @@ class PlantedCommunitySimulator:
             )
         if not (math.isfinite(mean_gap) and mean_gap > 0):
             raise ValueError(f"mean_gap must be positive, got {mean_gap}")
-        _require_range("start_time", start_time, 0.0, 4_000_000_000.0)
+        if not (math.isfinite(start_time) and 0.0 <= start_time <= time.time()):
+            raise ValueError(
+                f"start_time must be a Unix time in seconds from 0 to now, "
+                f"got {start_time}"
+            )
 
         self.n_users = n_users
         self.n_items = n_items
@@ -304,7 +311,8 @@ class PlantedCommunitySimulator:
             JSON Lines file for the events, overwritten.
         n_events
             Clicks to write; at most ``n_users * n_items``, since a user clicks
-            an item once.
+            an item once, and few enough that ``n_events * mean_gap`` seconds
+            after ``start_time`` is not in the future.
         truth_path
             Truth file, by default ``GroundTruth.path_for(events_path)``.
         on_progress
@@ -315,12 +323,31 @@ class PlantedCommunitySimulator:
         -------
         SimulationSummary
             The files and counts.
+
+        Raises
+        ------
+        ValueError
+            For a bad ``n_events``; also, with the events file left incomplete,
+            when the gaps drawn by chance carry the stream more than
+            `MAX_CLOCK_SKEW` past the present before its last event.
         """
         _require_int("n_events", n_events, 0)
         if n_events > self.n_users * self.n_items:
             raise ValueError(
                 f"n_events must be at most n_users * n_items "
                 f"({self.n_users * self.n_items}), got {n_events}"
+            )
+
+        # A stream expected to end in the future is refused before anything is
+        # written, since the event contract would reject its last clicks.
+        now = time.time()
+        limit = math.floor((now - self.start_time) / self.mean_gap)
+        if n_events > limit:
+            raise ValueError(
+                f"n_events must be at most {limit} to end before now, "
+                f"{self.mean_gap:g} s apart on average from start_time "
+                f"{self.start_time:.0f}, got {n_events}; choose an earlier "
+                f"start_time or a shorter mean_gap for more"
             )
         events_file = Path(events_path)
         truth_file = (
@@ -329,7 +356,7 @@ class PlantedCommunitySimulator:
             else GroundTruth.path_for(events_file)
         )
         with open(events_file, "w", encoding="utf-8", newline="\n") as out:
-            stream = self._stream(out, n_events, on_progress)
+            stream = self._stream(out, n_events, now + MAX_CLOCK_SKEW, on_progress)
         with open(truth_file, "w", encoding="utf-8", newline="\n") as out:
             skipped = self._write_truth(out, stream, n_events)
         return SimulationSummary(
@@ -348,6 +375,7 @@ class PlantedCommunitySimulator:
         self,
         out: TextIO,
         n_events: int,
+        latest: float,
         on_progress: Callable[[int, int], None] | None,
     ) -> _StreamState:
         rng = np.random.default_rng(self._stream_seed)
@@ -382,6 +410,16 @@ class PlantedCommunitySimulator:
             # Event times advance by the exponential gaps drawn for the kept clicks.
             chosen = np.asarray(accepted, dtype=np.int64)
             times = state.clock + np.cumsum(gaps[rows[chosen], cols[chosen]])
+
+            # Chance can carry the stream past its expected end, and beyond
+            # what the event contract accepts.
+            if len(times) and times[-1] > latest:
+                raise ValueError(
+                    f"the gaps drawn carried the stream into the future by event "
+                    f"{state.events + len(times)} of {n_events}, so the events "
+                    f"file is incomplete; write fewer events"
+                )
+
             if state.events == 0 and len(times):
                 state.first_time = float(times[0])
             lines = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -10,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from icpns_stream.events import (
+    MAX_CLOCK_SKEW,
     MAX_ID_BYTES,
-    MAX_TIMESTAMP,
     ClickEvent,
     decode_event,
     normalise_id,
@@ -23,6 +24,9 @@ from icpns_stream.exceptions import InvalidEventError
 __all__: list[str] = []
 
 T0 = 1_700_000_000
+
+#: A wall clock passed as ``now``, so the tests do not depend on today's date.
+NOW = 1_800_000_000.0
 
 
 @pytest.mark.parametrize(
@@ -102,13 +106,16 @@ def test_integer_and_string_ids_name_the_same_user() -> None:
         ("2023-11-14T22:13:20", 1_700_000_000.0),
         ("2023-11-14", 1_699_920_000.0),
         (0, 0.0),
-        (MAX_TIMESTAMP, MAX_TIMESTAMP),
+        # Clock skew: up to a day ahead of the clock is accepted.
+        (NOW, NOW),
+        (NOW + MAX_CLOCK_SKEW, NOW + MAX_CLOCK_SKEW),
+        ((NOW + MAX_CLOCK_SKEW) * 1000, NOW + MAX_CLOCK_SKEW),
     ],
 )
 def test_timestamps_in_seconds_milliseconds_and_iso(
     value: object, expected: float
 ) -> None:
-    assert normalise_timestamp(value) == expected
+    assert normalise_timestamp(value, now=NOW) == expected
 
 
 @pytest.mark.parametrize(
@@ -120,33 +127,67 @@ def test_timestamps_in_seconds_milliseconds_and_iso(
         ("yesterday", "timestamp is not parseable: 'yesterday'"),
         (float("nan"), "timestamp is not finite: nan"),
         ("inf", "timestamp is not finite: 'inf'"),
-        (-1, "timestamp out of range (1970-2100): -1"),
-        (MAX_TIMESTAMP + 1, "timestamp out of range (1970-2100): 4102444801.0"),
-        # Far-future milliseconds: year 2100 and a bit.
-        (4_200_000_000_000, "timestamp out of range (1970-2100): 4200000000000"),
-        ("2150-01-01", "timestamp out of range (1970-2100): '2150-01-01'"),
-        # A far-future ISO date is absurd; it must not be read as milliseconds.
+        (-1, "timestamp is before 1970: -1"),
+        ("1969-12-31T23:59:59Z", "timestamp is before 1970: '1969-12-31T23:59:59Z'"),
+        # A day and a second ahead of the clock; year 2096 in seconds and in
+        # milliseconds.
         (
-            "9999-12-31T00:00:00Z",
-            "timestamp out of range (1970-2100): '9999-12-31T00:00:00Z'",
+            NOW + MAX_CLOCK_SKEW + 1,
+            f"timestamp is in the future: {NOW + MAX_CLOCK_SKEW + 1!r}",
         ),
-        (10**400, "timestamp out of range (1970-2100): too large"),
+        (4_000_000_000, "timestamp is in the future: 4000000000"),
+        (4_000_000_000_000, "timestamp is in the future: 4000000000000"),
+        ("2150-01-01", "timestamp is in the future: '2150-01-01'"),
+        # A far-future ISO date is absurd; it must not be read as milliseconds.
+        ("9999-12-31T00:00:00Z", "timestamp is in the future: '9999-12-31T00:00:00Z'"),
+        (10**400, "timestamp is in the future: too large to be a time"),
         ([T0], "timestamp must be a number or ISO-8601, got list"),
     ],
 )
 def test_absurd_timestamps_are_rejected(value: object, reason: str) -> None:
     with pytest.raises(InvalidEventError) as caught:
-        normalise_timestamp(value)
-    assert str(caught.value) == reason
+        normalise_timestamp(value, now=NOW)
+    assert str(caught.value).startswith(reason)
 
 
-@given(st.integers(min_value=100_000_001, max_value=int(MAX_TIMESTAMP)))
+def test_future_timestamps_say_how_far_ahead_the_clock_allows() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        normalise_timestamp(4_000_000_000, now=NOW)
+    assert str(caught.value) == (
+        "timestamp is in the future: 4000000000 "
+        "(more than 24 h ahead of this host's clock)"
+    )
+
+
+def test_the_clock_is_the_wall_clock_by_default() -> None:
+    # An hour ahead passes as clock skew; two days ahead does not.
+    soon = time.time() + 3_600
+    assert normalise_timestamp(soon) == soon
+    line = json.dumps({"user_id": 1, "item_id": 2, "timestamp": soon + 2 * 86_400})
+    with pytest.raises(InvalidEventError, match="timestamp is in the future"):
+        decode_event(line)
+
+
+def test_parse_and_decode_pass_the_clock_on() -> None:
+    # A click from 2096 is valid only for a clock in 2096.
+    obj = {"user_id": 1, "item_id": 2, "timestamp": 4_000_000_000}
+    for now in (NOW, None):
+        with pytest.raises(InvalidEventError, match="timestamp is in the future"):
+            parse_event(obj, now=now)
+        with pytest.raises(InvalidEventError, match="timestamp is in the future"):
+            decode_event(json.dumps(obj).encode(), now=now)
+    later = 4_000_000_000.0
+    assert parse_event(obj, now=later).timestamp == later
+    assert decode_event(json.dumps(obj), now=later).timestamp == later
+
+
+@given(st.integers(min_value=100_000_001, max_value=int(NOW + MAX_CLOCK_SKEW)))
 def test_seconds_milliseconds_and_iso_agree(seconds: int) -> None:
     # From 1973 on, the same instant in seconds, milliseconds and ISO-8601.
-    assert normalise_timestamp(seconds) == float(seconds)
-    assert normalise_timestamp(seconds * 1000) == float(seconds)
+    assert normalise_timestamp(seconds, now=NOW) == float(seconds)
+    assert normalise_timestamp(seconds * 1000, now=NOW) == float(seconds)
     iso = datetime.fromtimestamp(seconds, UTC).isoformat()
-    assert normalise_timestamp(iso) == float(seconds)
+    assert normalise_timestamp(iso, now=NOW) == float(seconds)
 
 
 def test_parse_event_keeps_optional_fields() -> None:
@@ -243,7 +284,7 @@ def test_decode_event_from_bytes_and_text() -> None:
         ("[" * 100_000, "not valid JSON: nested too deeply"),
         (
             '{"user_id": 1, "item_id": 2, "timestamp": 1' + "0" * 400 + "}",
-            "timestamp out of range (1970-2100): too large",
+            "timestamp is in the future: too large to be a time",
         ),
         (
             '{"user_id": 1, "item_id": 2, "timestamp": 1, "rating": 1'

@@ -80,7 +80,11 @@ def test_jsonl(tmp_path: Path) -> None:
         (4, "event must be a JSON object, got list"),
         (5, "user_id is missing or null"),
         (6, "timestamp is not parseable: 'next week'"),
-        (7, "timestamp out of range (1970-2100): 99999999999999999"),
+        (
+            7,
+            "timestamp is in the future: 99999999999999999 "
+            "(more than 24 h ahead of this host's clock)",
+        ),
     ]
     assert log.dead_letters[1].raw == "[1, 2, 3]"
     assert all(d.source == str(path) for d in log.dead_letters)
@@ -159,7 +163,7 @@ def test_movielens_dat(tmp_path: Path) -> None:
     assert triples(log) == [("2", "1357", 978298709.0), ("1", "1193", 978300760.0)]
     assert [(n, reason) for n, _, reason in reasons(log)] == [
         (2, "expected 4 fields separated by '::', got 5"),
-        (3, "timestamp out of range (1970-2100): '-5'"),
+        (3, "timestamp is before 1970: '-5'"),
     ]
 
 
@@ -328,6 +332,43 @@ def test_milliseconds_and_iso_timestamps_become_seconds(tmp_path: Path) -> None:
         1_700_000_000.25,
         1_700_000_000.5,
         1_700_000_000.75,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "future"),
+    [
+        (
+            "clicks.jsonl",
+            [
+                '{"user_id": 1, "item_id": 2, "timestamp": 881250949}',
+                '{"user_id": 1, "item_id": 3, "timestamp": 4000000000}',
+                '{"user_id": 1, "item_id": 4, "timestamp": "2096-10-02T07:06:40Z"}',
+            ],
+            ["4000000000", "'2096-10-02T07:06:40Z'"],
+        ),
+        # Plain rows take the reader's short cut, which must reject them too.
+        (
+            "u.data",
+            ["1\t2\t5\t881250949", "1\t3\t5\t4000000000", "1\t4\t5\t4e12"],
+            ["'4000000000'", "'4e12'"],
+        ),
+    ],
+)
+def test_clicks_from_the_future_are_set_aside(
+    tmp_path: Path, name: str, rows: list[str], future: list[str]
+) -> None:
+    # Year 2096: one such click would move the stream clock 98 years ahead.
+    log = load(write(tmp_path, name, "\n".join(rows) + "\n"))
+    assert triples(log) == [("1", "2", 881250949.0)]
+    assert reasons(log) == [
+        (
+            number,
+            rows[number - 1],
+            f"timestamp is in the future: {value} "
+            "(more than 24 h ahead of this host's clock)",
+        )
+        for number, value in zip((2, 3), future, strict=True)
     ]
 
 
@@ -565,6 +606,7 @@ def test_iter_records_yields_in_file_order(tmp_path: Path) -> None:
 _cells = st.one_of(
     st.sampled_from(["", " ", "7", " 42 ", "u1", "nan", "inf", "-1", "1e400", "x"]),
     st.sampled_from(["1700000000", "1700000000000", "2023-11-14", "4102444801"]),
+    st.sampled_from(["4000000000", "4000000000000", "2096-10-02"]),
     st.sampled_from(["3.5", "0", "1_000", "\u00a05", "5\u00a0"]),
     # Around the id bound, in one-byte and two-byte characters.
     st.sampled_from(

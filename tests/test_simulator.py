@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -357,7 +358,10 @@ def test_summary_is_json_ready(tmp_path: Path) -> None:
         ({"latent_dim": 0}, "latent_dim must be at least 1"),
         ({"click_bias": float("inf")}, "click_bias must be in"),
         ({"mean_gap": 0.0}, "mean_gap must be positive, got 0.0"),
-        ({"start_time": -5.0}, "start_time must be in"),
+        ({"start_time": -5.0}, "start_time must be a Unix time in seconds from 0"),
+        # The event contract rejects clicks ahead of the clock.
+        ({"start_time": 4_000_000_000.0}, "start_time must be a Unix time in"),
+        ({"start_time": time.time() + 3_600}, "from 0 to now, got"),
     ],
 )
 def test_bad_parameters_are_named(options: dict[str, Any], message: str) -> None:
@@ -373,6 +377,37 @@ def test_bad_event_counts_are_named(tmp_path: Path) -> None:
         simulator.write(tmp_path / "e.jsonl", -1)
     with pytest.raises(ValueError, match=r"n_events must be at most .* \(6\), got 7"):
         simulator.write(tmp_path / "e.jsonl", 7)
+
+
+def test_a_stream_expected_to_end_in_the_future_is_refused(tmp_path: Path) -> None:
+    # 50 events 100 s apart from 1,000 s ago would end an hour from now.
+    simulator = small(start_time=time.time() - 1_000, mean_gap=100.0)
+    with pytest.raises(ValueError, match="n_events must be at most 10 to end before"):
+        simulator.write(tmp_path / "e.jsonl", 50)
+    assert not (tmp_path / "e.jsonl").exists()
+
+    # As many as fit end in the past, and every line decodes.
+    simulator.write(tmp_path / "e.jsonl", 5)
+    lines = (tmp_path / "e.jsonl").read_text().splitlines()
+    assert all(decode_event(line).timestamp < time.time() for line in lines)
+
+
+def test_a_stream_carried_into_the_future_by_chance_stops(tmp_path: Path) -> None:
+    # One event, expected to land now, ten days after the start: seed 9 draws
+    # a gap of 0.40 mean gaps, seed 0 one of 1.53, five days in the future.
+    ten_days = 864_000.0
+    path = tmp_path / "e.jsonl"
+
+    def one_event_world(seed: int) -> PlantedCommunitySimulator:
+        start_time = time.time() - ten_days
+        return PlantedCommunitySimulator(
+            30, 20, 2, seed=seed, mean_gap=ten_days, start_time=start_time
+        )
+
+    one_event_world(9).write(path, 1)
+    assert decode_event(path.read_text()).timestamp < time.time()
+    with pytest.raises(ValueError, match="into the future by event 1 of 1"):
+        one_event_world(0).write(path, 1)
 
 
 def test_a_tiny_world_can_be_clicked_out(tmp_path: Path) -> None:
