@@ -49,9 +49,11 @@ def _timed(function: Callable[..., Any], totals: dict[str, float], stage: str):
     return wrapper
 
 
-def _call(function: Callable[..., Any], args: tuple[Any, ...]) -> tuple[float, Any]:
+def _call(
+    function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[float, Any]:
     start = time.perf_counter()
-    result = function(*args)
+    result = function(*args, **kwargs)
     return time.perf_counter() - start, result
 
 
@@ -71,14 +73,14 @@ def _instrument(engine: Engine, totals: dict[str, float]) -> dict[str, float]:
     draws = {"icpns": 0.0, "uniform": 0.0}
     flip = [False]
 
-    def sample(*args: Any) -> Any:
+    def sample(*args: Any, **kwargs: Any) -> Any:
         flip[0] = not flip[0]
         if flip[0]:
-            draws["uniform"] += _call(uniform_sample, args)[0]
-            seconds, result = _call(icpns_sample, args)
+            draws["uniform"] += _call(uniform_sample, args, kwargs)[0]
+            seconds, result = _call(icpns_sample, args, kwargs)
         else:
-            seconds, result = _call(icpns_sample, args)
-            draws["uniform"] += _call(uniform_sample, args)[0]
+            seconds, result = _call(icpns_sample, args, kwargs)
+            draws["uniform"] += _call(uniform_sample, args, kwargs)[0]
         draws["icpns"] += seconds
         totals["sampling"] += seconds
         return result

@@ -117,6 +117,10 @@ class Engine:
     each negative as a negative. The whole engine pickles, which is how
     checkpoints save it.
 
+    A click that comes late (older than the newest one seen) counts with its
+    own decay, but its negatives are drawn from the popularity as of the stream
+    clock, the newest event time; they still carry the click's own timestamp.
+
     Parameters
     ----------
     config
@@ -219,6 +223,9 @@ class Engine:
             history.add(item)
             indices.append(index)
 
+        # Popularity is read at the stream clock: read at a late click's own
+        # time, every newer count would be scaled up by 2**(lateness /
+        # half_life), to infinity for a click over 1,024 half-lives late.
         negatives = self.sampler.sample(
             self.context,
             user,
@@ -227,6 +234,7 @@ class Engine:
             community,
             history,
             self.config.negatives,
+            clock=max(event.timestamp, self.last_timestamp),
         )
         self._count_negatives(negatives)
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
+import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from scipy.stats import chisquare
 
 from icpns_stream.engine import Engine, EngineConfig
 from icpns_stream.events import ClickEvent
 from icpns_stream.readers import load_replay
+from icpns_stream.samplers import SAMPLERS, make_sampler
 
 SAMPLE = Path(__file__).resolve().parents[1] / "icpns_stream" / "data" / "ml-100k.inter"
 
@@ -138,3 +143,103 @@ def test_user_who_clicked_everything_gets_no_negatives() -> None:
 def test_config_names_the_bad_value(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         EngineConfig(**{field: value})  # type: ignore[arg-type]
+
+
+# Clicks that come late: counted at their own time, sampled as of the clock.
+
+_HOUR = 3_600.0
+_DAY = 86_400.0
+
+
+def _steady_stream(clicks: int, gap: float, users: int, items: int) -> list[ClickEvent]:
+    """Clicks ``gap`` s apart from 1998 on, by random users on random items."""
+    rng = random.Random(5)
+    start = 886_000_000.0
+    return [
+        ClickEvent(
+            f"u{rng.randrange(users)}",
+            f"i{rng.randrange(items)}",
+            start + gap * t,
+        )
+        for t in range(clicks)
+    ]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_very_late_clicks_get_finite_popularity(sampler: str) -> None:
+    # 60 days of clicks with a one-day half-life, then clicks from 1970 and
+    # from 59 days back: read at their own times, the counts would be scaled
+    # up by 2**10,400 (past the float range) and by 2**59.
+    engine = Engine(EngineConfig(sampler=sampler, half_life=_DAY, refresh_every=500))
+    for event in _steady_stream(2_880, 1_800.0, users=200, items=60):
+        engine.process(event)
+    clock = engine.last_timestamp
+    counted = engine.events
+
+    for late in (
+        ClickEvent("u1", "i1", 1.0),
+        ClickEvent("u2", "i2", clock - 59 * _DAY),
+        ClickEvent("u3", "new", clock - 59 * _DAY),
+    ):
+        outcome = engine.process(late)
+        assert len(outcome.negatives) == 4
+        for negative in outcome.negatives:
+            # A decayed count never exceeds the clicks counted.
+            assert 0.0 <= negative.popularity <= counted
+            assert 0.0 < negative.probability <= 1.0
+            assert negative.timestamp == late.timestamp
+            json.dumps(negative.to_dict(), allow_nan=False)
+        engine.popularity._check()
+
+    # Late clicks are counted, but do not move the clock back.
+    assert engine.events == counted + 3
+    assert engine.last_timestamp == clock
+    assert engine.popularity.global_popularity.clock == clock
+
+
+def test_a_late_clicks_negatives_follow_the_popularity_at_the_clock() -> None:
+    # Five hours of clicks on 30 items (nothing decays below the floor), then a
+    # click 60 days late. Popularity sampling, alpha 0.5, K = 3.
+    half_life, alpha, k = _HOUR, 0.5, 3
+    config = EngineConfig(
+        sampler="popularity", negatives=k, alpha=alpha, half_life=half_life
+    )
+    log = _steady_stream(300, 60.0, users=50, items=30)
+    engine = Engine(config)
+    for event in log:
+        engine.process(event)
+    clock = engine.last_timestamp
+    late = ClickEvent("late", "i0", clock - 60 * _DAY)
+    state = pickle.dumps(engine)
+
+    # Brute force: every click's decayed weight at the clock, the late one too.
+    counts: dict[str, float] = {}
+    for event in [*log, late]:
+        weight = 2.0 ** ((event.timestamp - clock) / half_life)
+        counts[event.item_id] = counts.get(event.item_id, 0.0) + weight
+
+    # Many draws for the same late click, each from the same state.
+    trials = 2_000
+    firsts: Counter[str] = Counter()
+    for trial in range(trials):
+        copy = pickle.loads(state)
+        copy.sampler = make_sampler("popularity", seed=trial)
+        negatives = copy.process(late).negatives
+        assert len(negatives) == k
+        left = {item: count**alpha for item, count in counts.items()}
+        del left[late.item_id]
+        for negative in negatives:
+            assert negative.timestamp == late.timestamp
+            assert negative.popularity == pytest.approx(counts[negative.item_id])
+            share = left[negative.item_id] / math.fsum(left.values())
+            assert negative.probability == pytest.approx(share)
+            del left[negative.item_id]
+        firsts[negatives[0].item_id] += 1
+
+    # The first negatives are distributed as the weights at the clock say.
+    weights = {i: c**alpha for i, c in counts.items() if i != late.item_id}
+    total = math.fsum(weights.values())
+    observed = [firsts[item] for item in weights]
+    expected = [trials * weight / total for weight in weights.values()]
+    assert sum(observed) == trials
+    assert chisquare(observed, expected).pvalue > 1e-3

@@ -141,7 +141,8 @@ class NegativeDraws:
 
     Negatives are drawn without replacement: a draw excludes the user's
     history and every negative already picked for this click, and its
-    reported probability is taken after both exclusions.
+    reported probability is taken after both exclusions. Decayed counts are
+    read at ``clock`` (``timestamp`` when None), as `Sampler.sample` says.
     """
 
     def __init__(
@@ -153,6 +154,7 @@ class NegativeDraws:
         community: CommunityId | None,
         history: Collection[ItemId],
         k: int,
+        clock: float | None = None,
     ) -> None:
         if k < 0:
             raise ValueError(f"k must be non-negative, got {k}")
@@ -160,6 +162,9 @@ class NegativeDraws:
         self.user_id = user_id
         self.positive_item_id = positive_item_id
         self.timestamp = timestamp
+
+        # Counts are read at the stream clock; negatives carry the click's time.
+        self.clock = timestamp if clock is None else clock
         self.community = community
         self.history = history
         self.k = k
@@ -186,7 +191,7 @@ class NegativeDraws:
         fallback: str | None,
     ) -> None:
         """Draw up to ``n`` negatives by decayed popularity in ``counters``."""
-        for draw in counters.sample(rng, self.timestamp, n, self.excluded):
+        for draw in counters.sample(rng, self.clock, n, self.excluded):
             self.add(draw.item_id, draw.popularity, draw.probability, fallback)
 
     def add_uniform(
@@ -199,9 +204,9 @@ class NegativeDraws:
             self.add(item_id, self.global_value(item_id), 1.0 / choices, fallback)
 
     def global_value(self, item_id: ItemId) -> float:
-        """Return the item's global decayed count at the click time."""
+        """Return the item's global decayed count at the stream clock."""
         counters = self.context.popularity.global_popularity
-        return counters.value(item_id, self.timestamp)
+        return counters.value(item_id, self.clock)
 
     def add(
         self,

@@ -35,7 +35,9 @@ class Negative:
         The user's community when the negative was drawn, or None if unplaced.
     popularity
         The item's decayed click count in the distribution it was drawn from
-        (the community's, or the global one after a fallback) at ``timestamp``.
+        (the community's, or the global one after a fallback) at the stream
+        clock: ``timestamp``, or the newest event time for a click that came
+        late (see `Sampler.sample`).
         Items from a uniform draw (the uniform and hard samplers, the
         ``"uniform"`` and ``"mix"`` fallbacks) carry their global count, 0.0
         for an item no longer counted.
@@ -93,10 +95,18 @@ class Sampler(abc.ABC):
         community: CommunityId | None,
         history: Collection[ItemId],
         k: int,
+        *,
+        clock: float | None = None,
     ) -> list[Negative]:
         """Return up to ``k`` distinct negatives for a click.
 
         ``history`` holds every item the user clicked up to and including this
         click; no returned item is in it. Fewer than ``k`` come back only when
         fewer than ``k`` items in the catalog are outside the history.
+
+        ``timestamp`` is the click's own time, which every negative carries;
+        decayed counts are read at ``clock`` (``timestamp`` when None). The
+        engine passes its stream clock, the newest event time: read at the
+        time of a click that came late, every newer count would be scaled up
+        by ``2 ** (lateness / half_life)``, to infinity past 1,024 half-lives.
         """

@@ -27,7 +27,7 @@ class HardSampler(SeededSampler):
     including it: the group size over the number of eligible items outside the
     history and the earlier groups. Whether it then wins its group depends on
     the model, so this is not the chance of being returned. ``popularity`` is
-    the item's global decayed count at the click time; ``fallback`` is None.
+    the item's global decayed count at the stream clock; ``fallback`` is None.
 
     Parameters
     ----------
@@ -88,13 +88,15 @@ class HardSampler(SeededSampler):
         community: CommunityId | None,
         history: Collection[ItemId],
         k: int,
+        *,
+        clock: float | None = None,
     ) -> list[Negative]:
         """Return up to ``k`` distinct hard negatives outside ``history``."""
         model = context.model
         if model is None:
             raise ValueError("context.model must be set for the hard sampler, got None")
         draws = NegativeDraws(
-            context, user_id, positive_item_id, timestamp, community, history, k
+            context, user_id, positive_item_id, timestamp, community, history, k, clock
         )
         pool = uniform_draws(self._rng, context.catalog, k * self.candidates, history)
         if not pool:

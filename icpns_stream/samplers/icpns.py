@@ -19,7 +19,7 @@ class IcpnsSampler(SeededSampler):
     community, among the items outside the user's history and outside the
     negatives already picked for the click (without replacement); its
     ``probability`` is the item's weight over theirs, and ``popularity`` its
-    decayed count in the community at the click time. When the community has
+    decayed count in the community at the stream clock. When the community has
     no such item left, or the user is in no community, the rest come from the
     global counters (``fallback="global"``, global count and probability), and
     after them uniformly from the catalog (``fallback="uniform"``). So a user
@@ -80,10 +80,12 @@ class IcpnsSampler(SeededSampler):
         community: CommunityId | None,
         history: Collection[ItemId],
         k: int,
+        *,
+        clock: float | None = None,
     ) -> list[Negative]:
         """Return up to ``k`` distinct in-community negatives outside ``history``."""
         draws = NegativeDraws(
-            context, user_id, positive_item_id, timestamp, community, history, k
+            context, user_id, positive_item_id, timestamp, community, history, k, clock
         )
         rng = self._rng
 

@@ -17,8 +17,8 @@ class PopularitySampler(SeededSampler):
     ``alpha`` is the one the context's counters were built with. Items outside
     the user's history and outside the negatives already picked for the click
     share the draw (without replacement), and ``probability`` is the item's
-    weight over theirs; ``popularity`` is its global decayed count at the click
-    time. When no such counted item is left (counters decayed away, or every
+    weight over theirs; ``popularity`` is its global decayed count at the stream
+    clock. When no such counted item is left (counters decayed away, or every
     counted item clicked), the rest come uniformly from the catalog with
     ``fallback="uniform"``.
 
@@ -67,10 +67,12 @@ class PopularitySampler(SeededSampler):
         community: CommunityId | None,
         history: Collection[ItemId],
         k: int,
+        *,
+        clock: float | None = None,
     ) -> list[Negative]:
         """Return up to ``k`` distinct popularity negatives outside ``history``."""
         draws = NegativeDraws(
-            context, user_id, positive_item_id, timestamp, community, history, k
+            context, user_id, positive_item_id, timestamp, community, history, k, clock
         )
         global_popularity = context.popularity.global_popularity
         draws.add_popular(self._rng, global_popularity, k, fallback=None)

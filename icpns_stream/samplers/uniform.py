@@ -17,7 +17,7 @@ class UniformSampler(SeededSampler):
     The ``probability`` of a negative is one over the number of catalog items
     outside the history and outside the negatives already picked for the click
     (negatives are drawn without replacement); its ``popularity`` is the item's
-    global decayed count at the click time, and ``fallback`` is None.
+    global decayed count at the stream clock, and ``fallback`` is None.
 
     Parameters
     ----------
@@ -61,10 +61,12 @@ class UniformSampler(SeededSampler):
         community: CommunityId | None,
         history: Collection[ItemId],
         k: int,
+        *,
+        clock: float | None = None,
     ) -> list[Negative]:
         """Return up to ``k`` distinct uniform negatives outside ``history``."""
         draws = NegativeDraws(
-            context, user_id, positive_item_id, timestamp, community, history, k
+            context, user_id, positive_item_id, timestamp, community, history, k, clock
         )
         draws.add_uniform(self._rng, k, fallback=None)
         return draws.negatives

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from worlds import FakeScorer, World, make_world
+from worlds import HALF_LIFE, FakeScorer, World, make_world
 
 from icpns_stream.samplers import SAMPLERS, Sampler, make_sampler
 from icpns_stream.samplers.base import Negative
@@ -130,6 +131,36 @@ def test_inputs_are_left_unchanged(kind: str, world: World) -> None:
         assert history == before
     assert pickle.dumps((world.context.catalog, world.context.popularity)) == state
     assert (scorer.scores == scores).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_counts_are_read_at_the_clock_and_negatives_keep_the_click_time(
+    kind: str, world: World
+) -> None:
+    # A click 1,000 half-lives before the clock, sampled as of the clock, gets
+    # what a click at the clock gets, but with its own timestamp.
+    clicks = requests(world, 60, seed=5)
+    late = world.now - 1_000 * HALF_LIFE
+    sampler = build(kind, 9)
+    got = [
+        sampler.sample(
+            world.context,
+            user,
+            min(history),
+            late,
+            community,
+            history,
+            k,
+            clock=world.now,
+        )
+        for user, community, history, k in clicks
+    ]
+    on_time = run(build(kind, 9), world, clicks)
+    assert got == [
+        [dataclasses.replace(negative, timestamp=late) for negative in negatives]
+        for negatives in on_time
+    ]
+    assert any(got)
 
 
 @pytest.mark.parametrize("kind", KINDS)
