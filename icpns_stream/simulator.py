@@ -344,10 +344,9 @@ class PlantedCommunitySimulator:
         limit = math.floor((now - self.start_time) / self.mean_gap)
         if n_events > limit:
             raise ValueError(
-                f"n_events must be at most {limit} to end before now, "
-                f"{self.mean_gap:g} s apart on average from start_time "
-                f"{self.start_time:.0f}, got {n_events}; choose an earlier "
-                f"start_time or a shorter mean_gap for more"
+                f"n_events must be at most {limit} for clicks {self.mean_gap:g} s "
+                f"apart on average from start_time {self.start_time:.0f} to end "
+                f"before now, got {n_events}"
             )
         events_file = Path(events_path)
         truth_file = (

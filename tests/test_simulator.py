@@ -382,7 +382,7 @@ def test_bad_event_counts_are_named(tmp_path: Path) -> None:
 def test_a_stream_expected_to_end_in_the_future_is_refused(tmp_path: Path) -> None:
     # 50 events 100 s apart from 1,000 s ago would end an hour from now.
     simulator = small(start_time=time.time() - 1_000, mean_gap=100.0)
-    with pytest.raises(ValueError, match="n_events must be at most 10 to end before"):
+    with pytest.raises(ValueError, match="n_events must be at most 10 for clicks"):
         simulator.write(tmp_path / "e.jsonl", 50)
     assert not (tmp_path / "e.jsonl").exists()
 
