@@ -461,7 +461,10 @@ class ConsumerService:
             for partition, offset in checkpoint.offsets.get(settings.topic, {}).items()
         }
         # Checkpoints saved before ownership was recorded held every partition.
-        owned = metadata.get("owned", checkpoint.offsets.get(settings.topic, {}))
+        # After a fall back, what the group committed past this checkpoint came
+        # from the newer ones that were lost: it is learned again from here.
+        every = checkpoint.offsets.get(settings.topic, {})
+        owned = every if checkpoint.rejected else metadata.get("owned", every)
         self._owned = set(owned)
         self._ledger = OutputLedger(self._lineage, metadata.get("sink_offsets", {}))
         # The state on disk is this checkpoint's until the next one is saved.
@@ -1012,7 +1015,8 @@ class ConsumerService:
     def _assigned_offsets(
         self, positions: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, Any]:
-        assigned = self._consumer.assignment()
+        # A partition not yet checked against the group may hold a stale offset.
+        assigned = self._consumer.assignment() - self._unresolved
         return {
             tp: OffsetAndMetadata(offset, "", -1)
             for tp, offset in positions.items()
@@ -1031,6 +1035,9 @@ class ConsumerService:
         if self._closing or self.engine is None or not revoked:
             return {}
         logger.info("partitions revoked: %s", _describe_partitions(revoked))
+        # Offsets of partitions not yet checked against the group may be stale.
+        unchecked = revoked & self._unresolved
+        self._unresolved -= revoked
         for tp in revoked:
             self._held.pop(tp, None)
             self._owned.discard(tp.partition)
@@ -1039,7 +1046,7 @@ class ConsumerService:
         return {
             tp: OffsetAndMetadata(offset, "", -1)
             for tp, offset in self.positions.items()
-            if tp in revoked
+            if tp in revoked - unchecked
         }
 
     def _on_committed_on_revoke(self, offsets: Mapping[TopicPartition, Any]) -> None:
@@ -1222,6 +1229,10 @@ class ConsumerService:
         # Which partitions are this member's is only known in a stable group.
         if self._consumer.group_metadata().state != MemberState.STABLE:
             return False
+        if self._unresolved:
+            self._resolve_starts({})
+            if self._unresolved:
+                return False
         left_ms = int((deadline - time.monotonic()) * 1_000)
         return self._commit(dict(self._uncommitted), max(100, min(10_000, left_ms)))
 

@@ -57,7 +57,7 @@ MALFORMED: list[tuple[bytes | None, str]] = [
     (b"\xff\xfe\x00not utf-8", "not UTF-8"),
     (b'{"user_id": 1, "item_id": 2, "timest', "not valid JSON"),
     (b'{"user_id": 1, "timestamp": 880000000}', "item_id is missing"),
-    (b'{"user_id": 1, "item_id": 2, "timestamp": 99999999999999}', "out of range"),
+    (b'{"user_id": 1, "item_id": 2, "timestamp": 99999999999999}', "in the future"),
     (None, "no value"),
 ]
 
