@@ -374,6 +374,25 @@ def test_unreachable_broker_exits_2_with_one_clear_line(
     assert "Traceback" not in err
 
 
+def _consume_without_broker(state: Path, metrics_port: int) -> int:
+    """Run consume against a port nothing listens on, with metrics."""
+    return main(
+        [
+            "consume",
+            "--bootstrap-servers",
+            "127.0.0.1:9",
+            "--checkpoint-dir",
+            str(state),
+            "--connect-retries",
+            "1",
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(metrics_port),
+        ]
+    )
+
+
 def test_metrics_port_in_use_exits_2_before_touching_state_or_broker(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -382,21 +401,7 @@ def test_metrics_port_in_use_exits_2_before_touching_state_or_broker(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code = main(
-            [
-                "consume",
-                "--bootstrap-servers",
-                "127.0.0.1:9",
-                "--checkpoint-dir",
-                str(state),
-                "--connect-retries",
-                "1",
-                "--metrics-host",
-                "127.0.0.1",
-                "--metrics-port",
-                str(port),
-            ]
-        )
+        code = _consume_without_broker(state, port)
     assert code == 2
     assert capsys.readouterr().err == (
         f"icpns-stream: error: metrics port {port} on 127.0.0.1 is already in use; "
@@ -416,19 +421,7 @@ def test_a_locked_checkpoint_dir_exits_2_and_frees_the_metrics_port(
         port = probe.getsockname()[1]
     with (state / ".lock").open("w") as other_service:
         fcntl.flock(other_service, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        code = main(
-            [
-                "consume",
-                "--bootstrap-servers",
-                "127.0.0.1:9",
-                "--checkpoint-dir",
-                str(state),
-                "--metrics-host",
-                "127.0.0.1",
-                "--metrics-port",
-                str(port),
-            ]
-        )
+        code = _consume_without_broker(state, port)
     assert code == 2
     assert capsys.readouterr().err == (
         f"icpns-stream: error: another service is using checkpoint directory {state}; "
