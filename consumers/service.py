@@ -77,6 +77,9 @@ _NEGATIVE_FIELDS = tuple(field.name for field in fields(Negative))
 # A dead letter keeps at most this much: Kafka refuses messages over 1 MB by
 # default, and a message that large is already at its source offset.
 _MAX_DEAD_LETTER_BYTES = 512 * 1024
+# The key counts toward the same limit; a reason may quote a huge value.
+_MAX_DEAD_LETTER_KEY_BYTES = 16 * 1024
+_MAX_REASON_CHARS = 1_000
 _NEVER = float("inf")
 # More records than the client can hold fetched (fetch_max_bytes below).
 _DRAIN_RECORDS = 10_000_000
@@ -862,12 +865,13 @@ class ConsumerService:
         self._totals["dead_letters"] += 1
         if ledger.seen((topic, partition, offset, 0)):
             return
+        key, value = _bounded_dead_letter(record, reason)
         self._pending.append(
             self._send(
                 self._producer.send,
                 self.settings.dead_letter_topic,
-                key=record.key,
-                value=_bounded_dead_letter(record, reason),
+                key=key,
+                value=value,
                 headers=ledger.headers(topic, partition, offset, 0),
             )
         )
@@ -1346,8 +1350,14 @@ class _DirectoryLock:
             self._file = None
 
 
-def _bounded_dead_letter(record: Any, reason: str) -> bytes:
-    """Encode the dead letter of ``record``, cutting its raw bytes to fit."""
+def _bounded_dead_letter(record: Any, reason: str) -> tuple[bytes | None, bytes]:
+    """Return the key and value of the dead letter of ``record``, cut to fit."""
+    if len(reason) > _MAX_REASON_CHARS:
+        reason = f"{reason[:_MAX_REASON_CHARS]}... ({len(reason):,} characters)"
+    key: bytes | None = record.key
+    if key is not None and len(key) > _MAX_DEAD_LETTER_KEY_BYTES:
+        reason = f"{reason}; its key of {len(key):,} bytes is left out"
+        key = None
     raw: bytes = record.value or b""
     kept = len(raw)
     where = {
@@ -1356,14 +1366,15 @@ def _bounded_dead_letter(record: Any, reason: str) -> bytes:
         "offset": record.offset,
     }
     body = DeadLetter.from_raw(raw, reason, **where).to_json().encode("utf-8")
-    while len(body) > _MAX_DEAD_LETTER_BYTES:
+    # Halving ends: with no raw byte kept the body is a short reason and place.
+    while len(body) > _MAX_DEAD_LETTER_BYTES and kept > 0:
         kept //= 2
         cut = (
             f"{reason} (raw cut to its first {kept:,} of {len(raw):,} bytes; "
             "the whole message is at its source offset)"
         )
         body = DeadLetter.from_raw(raw[:kept], cut, **where).to_json().encode("utf-8")
-    return body
+    return key, body
 
 
 def _describe(positions: Mapping[Any, int]) -> str:

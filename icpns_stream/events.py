@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,11 @@ MAX_CLOCK_SKEW = 86_400.0
 #: the engine's memory of recent ids. Bytes, not characters, since Kafka counts
 #: bytes; real ids (numbers, UUIDs, SKUs) are far shorter.
 MAX_ID_BYTES = 1_024
+
+# Reasons quote the bad value, shortened: it may be megabytes long.
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = 80
+_shown = _REPR.repr
 
 # Numbers above this are taken as milliseconds: in seconds it would be year 5138.
 _MILLISECONDS_ABOVE = 1e11
@@ -99,7 +105,9 @@ def normalise_id(value: object, field: str) -> str:
     if value is None:
         raise InvalidEventError(f"{field} is missing or null")
     if isinstance(value, bool):
-        raise InvalidEventError(f"{field} must be a string or integer, got {value!r}")
+        raise InvalidEventError(
+            f"{field} must be a string or integer, got {_shown(value)}"
+        )
     # A JSON integer may have thousands of digits; a float has at most 309.
     if isinstance(value, int):
         return _check_text(str(value), field)
@@ -159,14 +167,14 @@ def normalise_timestamp(value: object, *, now: float | None = None) -> float:
             f"timestamp must be a number or ISO-8601, got {type(value).__name__}"
         )
     if not math.isfinite(seconds):
-        raise InvalidEventError(f"timestamp is not finite: {value!r}")
+        raise InvalidEventError(f"timestamp is not finite: {_shown(value)}")
     if seconds < 0:
-        raise InvalidEventError(f"timestamp is before 1970: {value!r}")
+        raise InvalidEventError(f"timestamp is before 1970: {_shown(value)}")
     if now is None:
         now = time.time()
     if seconds > now + MAX_CLOCK_SKEW:
         raise InvalidEventError(
-            f"timestamp is in the future: {value!r} (more than "
+            f"timestamp is in the future: {_shown(value)} (more than "
             f"{MAX_CLOCK_SKEW / 3600:g} h ahead of this host's clock)"
         )
     return seconds
@@ -184,7 +192,7 @@ def _parse_timestamp_text(text: str) -> float:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise InvalidEventError(f"timestamp is not parseable: {text!r}") from exc
+        raise InvalidEventError(f"timestamp is not parseable: {_shown(text)}") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
@@ -256,9 +264,9 @@ def _parse_rating(value: object) -> float | None:
     try:
         rating = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidEventError(f"rating is not a number: {value!r}") from exc
+        raise InvalidEventError(f"rating is not a number: {_shown(value)}") from exc
     if not math.isfinite(rating):
-        raise InvalidEventError(f"rating is not finite: {value!r}")
+        raise InvalidEventError(f"rating is not finite: {_shown(value)}")
     return rating
 
 

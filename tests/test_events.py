@@ -290,7 +290,8 @@ def test_decode_event_from_bytes_and_text() -> None:
             '{"user_id": 1, "item_id": 2, "timestamp": 1, "rating": 1'
             + "0" * 400
             + "}",
-            "rating is not a number: 1" + "0" * 400,
+            # The value is quoted shortened: it may be megabytes long.
+            "rating is not a number: 1" + "0" * 37 + "..." + "0" * 39,
         ),
     ],
 )

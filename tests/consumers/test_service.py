@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -34,7 +35,12 @@ from kafka_kit import (
 from consumers.connection import BrokerUnavailableError, TopicMissingError
 from consumers.local_broker import LocalBroker
 from consumers.output_ledger import SOURCE_HEADER
-from consumers.service import ConsumerService, DeliveryError, ServiceSettings
+from consumers.service import (
+    ConsumerService,
+    DeliveryError,
+    ServiceSettings,
+    _bounded_dead_letter,
+)
 from icpns_stream.checkpoint import Checkpoint
 from icpns_stream.dead_letters import DeadLetter
 from icpns_stream.engine import EngineConfig
@@ -149,6 +155,29 @@ def test_a_message_too_large_to_dead_letter_whole_is_kept_cut(
     assert f"raw cut to its first {len(kept):,} of {len(huge):,} bytes" in (
         letter.reason
     )
+
+
+def test_a_dead_letter_fits_whatever_its_key_reason_and_value() -> None:
+    record = SimpleNamespace(
+        topic="clicks", partition=2, offset=7, key=b"k" * 900_000, value=b"x" * 900_000
+    )
+    reason = "timestamp is not parseable: " + "x" * 600_000
+    key, value = _bounded_dead_letter(record, reason)
+    letter = DeadLetter(**json.loads(value))
+    assert key is None
+    assert len(value) <= 512 * 1024
+    assert letter.reason.startswith("timestamp is not parseable: xxx")
+    assert letter.reason.endswith(
+        "... (600,028 characters); its key of 900,000 bytes is left out"
+        f" (raw cut to its first {len(letter.raw):,} of 900,000 bytes; the whole "
+        "message is at its source offset)"
+    )
+    assert letter.raw_bytes() == b"x" * len(letter.raw)
+    assert (letter.source, letter.partition, letter.offset) == ("clicks", 2, 7)
+
+    # A short key is the input's; a short reason is kept whole.
+    record.key = b"user-1"
+    assert _bounded_dead_letter(record, "not valid JSON")[0] == b"user-1"
 
 
 def test_an_output_the_client_refuses_at_once_is_a_delivery_error(
