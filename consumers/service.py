@@ -27,6 +27,7 @@ from kafka import (
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import MemberState
 
+from consumers.commit_record import load_commits, save_commits
 from consumers.connection import (
     connect,
     create_topic,
@@ -322,9 +323,8 @@ class ConsumerService:
         self.positions: dict[TopicPartition, int] = {}
         self.event_times: dict[TopicPartition, float] = {}
         self._held: dict[TopicPartition, deque[Any]] = {}
-        # Input partitions this state has read since it last held them all the
-        # way: their checkpoint offsets are the truth, not the group's.
-        self._owned: set[int] = set()
+        # Input offsets this state last committed, by partition.
+        self._mine: dict[int, int] = {}
         # Assigned, and not yet checked against what the group committed.
         self._unresolved: set[TopicPartition] = set()
         self._busy = False
@@ -439,6 +439,7 @@ class ConsumerService:
     def _load_state(self) -> bool:
         """Load the newest good checkpoint, or start empty; return if fresh."""
         settings = self.settings
+        self._mine = load_commits(settings.checkpoint_dir, settings.topic)
         checkpoint = Checkpoint.load_latest(settings.checkpoint_dir)
         if checkpoint is None:
             logger.info(
@@ -463,12 +464,6 @@ class ConsumerService:
             TopicPartition(settings.topic, partition): offset
             for partition, offset in checkpoint.offsets.get(settings.topic, {}).items()
         }
-        # Checkpoints saved before ownership was recorded held every partition.
-        # After a fall back, what the group committed past this checkpoint came
-        # from the newer ones that were lost: it is learned again from here.
-        every = checkpoint.offsets.get(settings.topic, {})
-        owned = every if checkpoint.rejected else metadata.get("owned", every)
-        self._owned = set(owned)
         self._ledger = OutputLedger(self._lineage, metadata.get("sink_offsets", {}))
         # The state on disk is this checkpoint's until the next one is saved.
         self.metrics.last_checkpoint.set(checkpoint.created)
@@ -938,7 +933,6 @@ class ConsumerService:
                 "group_id": settings.group_id,
                 "lineage": self._lineage,
                 "sink_offsets": ledger.checkpoint_positions(source),
-                "owned": sorted(self._owned),
                 "totals": dict(self._totals),
                 "reason": reason,
             },
@@ -1013,8 +1007,24 @@ class ConsumerService:
             return False
         for tp in offsets:
             self._uncommitted.pop(tp, None)
+        self._record_commits(offsets)
         logger.info("committed offsets %s", _describe(positions))
         return True
+
+    def _record_commits(self, offsets: Mapping[TopicPartition, Any]) -> None:
+        """Remember what this state committed, to know its own offsets later."""
+        topic = self.settings.topic
+        self._mine.update(
+            {
+                tp.partition: meta.offset
+                for tp, meta in offsets.items()
+                if tp.topic == topic
+            }
+        )
+        try:
+            save_commits(self.settings.checkpoint_dir, topic, self._mine)
+        except OSError as exc:
+            logger.warning("cannot record the offsets committed: %s", exc)
 
     def _assigned_offsets(
         self, positions: Mapping[TopicPartition, int]
@@ -1044,7 +1054,6 @@ class ConsumerService:
         self._unresolved -= revoked
         for tp in revoked:
             self._held.pop(tp, None)
-            self._owned.discard(tp.partition)
         if self._since_checkpoint > 0 and not self._save_checkpoint("revoke"):
             return {}
         return {
@@ -1056,6 +1065,7 @@ class ConsumerService:
     def _on_committed_on_revoke(self, offsets: Mapping[TopicPartition, Any]) -> None:
         for tp in offsets:
             self._uncommitted.pop(tp, None)
+        self._record_commits(offsets)
         logger.info(
             "committed offsets %s before giving the partitions up",
             _describe({tp: meta.offset for tp, meta in offsets.items()}),
@@ -1081,12 +1091,12 @@ class ConsumerService:
     def _resolve_starts(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Check newly assigned partitions against the group's committed offsets.
 
-        A partition the state held until now resumes from its checkpoint, even
-        behind the group (after falling back to an older checkpoint), and the
-        group is brought in line. One that another member may have read since
-        starts at the group's offset when that is further, so no event is
-        learned twice in the group. Messages in ``batches`` fetched from a start
-        that moved are dropped and fetched again. When the group cannot be asked
+        A group offset past the state's own is another member's, who learned
+        those events: the partition starts there, so nothing is learned twice
+        in the group. Unless it is this state's own last commit: a newer
+        checkpoint was lost, and the state learns again from its own, bringing
+        the group in line. Messages in ``batches`` fetched from a start that
+        moved are dropped and fetched again. When the group cannot be asked
         now, the partitions left wait the same way for the next step.
         """
         consumer, topic = self._consumer, self.settings.topic
@@ -1095,36 +1105,32 @@ class ConsumerService:
             saved = self.last_checkpoint.offsets.get(topic, {})
         for tp in sorted(self._unresolved & consumer.assignment()):
             own = self.positions.get(tp)
-            if tp.partition not in self._owned:
-                try:
-                    group = consumer.committed(tp, timeout_ms=_COMMITTED_TIMEOUT_MS)
-                except KafkaError as exc:
-                    logger.warning("cannot read the group's offsets yet: %s", exc)
-                    for waiting in self._unresolved:
-                        records = batches.pop(waiting, None)
-                        if records:
-                            consumer.seek(waiting, records[0].offset)
-                    return
-                if group is not None and (own is None or group > own):
-                    logger.info(
-                        "%s[%d]: another member learned up to %d; starting there",
-                        tp.topic,
-                        tp.partition,
-                        group,
-                    )
-                    # What was fetched from the old start is fetched again.
-                    batches.pop(tp, None)
-                    self.positions[tp] = group
-                    consumer.seek(tp, group)
-                    self._uncommitted.pop(tp, None)
-                    self._owned.add(tp.partition)
-                    self._unresolved.discard(tp)
-                    continue
-            # Offsets of a checkpoint that a stop or a lost membership left
-            # uncommitted are committed now.
-            if tp.partition in saved:
+            try:
+                group = consumer.committed(tp, timeout_ms=_COMMITTED_TIMEOUT_MS)
+            except KafkaError as exc:
+                logger.warning("cannot read the group's offsets yet: %s", exc)
+                for waiting in self._unresolved:
+                    records = batches.pop(waiting, None)
+                    if records:
+                        consumer.seek(waiting, records[0].offset)
+                return
+            ahead = group is not None and (own is None or group > own)
+            if ahead and group != self._mine.get(tp.partition):
+                logger.info(
+                    "%s[%d]: another member learned up to %d; starting there",
+                    tp.topic,
+                    tp.partition,
+                    group,
+                )
+                # What was fetched from the old start is fetched again.
+                batches.pop(tp, None)
+                self.positions[tp] = group
+                consumer.seek(tp, group)
+                self._uncommitted.pop(tp, None)
+            elif tp.partition in saved:
+                # Offsets of a checkpoint that a stop or a lost membership
+                # left uncommitted are committed now.
                 self._uncommitted[tp] = saved[tp.partition]
-            self._owned.add(tp.partition)
             self._unresolved.discard(tp)
         self._unresolved &= consumer.assignment()
 
@@ -1309,7 +1315,6 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         # and its offsets stay as they are for the next assignment.
         for tp in lost:
             self.service._held.pop(tp, None)
-            self.service._owned.discard(tp.partition)
         logger.warning(
             "partitions lost (membership expired): %s", _describe_partitions(lost)
         )

@@ -15,7 +15,7 @@ from typing import Any
 from icpns_stream.engine import Engine
 from icpns_stream.exceptions import CheckpointError
 
-__all__ = ["FORMAT_VERSION", "Checkpoint"]
+__all__ = ["FORMAT_VERSION", "Checkpoint", "fsync_directory"]
 
 #: Version of the file layout; a file of another version is refused, not guessed.
 FORMAT_VERSION = 1
@@ -191,7 +191,7 @@ class Checkpoint:
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temp, final)
-            _fsync_directory(folder)
+            fsync_directory(folder)
 
             # Older files go only once the new one is durable.
             for _, old in existing[keep - 1 :]:
@@ -252,7 +252,7 @@ def _checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
     """Make a rename in ``folder`` durable (a no-op where directories cannot sync)."""
     try:
         handle = os.open(folder, os.O_RDONLY)

@@ -383,6 +383,32 @@ def test_revoked_partitions_are_checkpointed_and_committed_first(
     assert set(_sources(negatives).values()) == {1}
 
 
+def test_a_member_back_after_another_read_on_learns_nothing_twice(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(kafka_bootstrap, "back", partitions=2)
+    events = synthetic_events(160, seed=12)
+    first = make_settings(kafka_bootstrap, tmp_path / "a", topic)
+    second = replace(first, checkpoint_dir=tmp_path / "b")
+    send_events(kafka_bootstrap, topic, events[:80])
+    assert ServiceThread(first).start().join() == 0
+
+    # Another member of the group reads on while the first is away.
+    send_events(kafka_bootstrap, topic, events[80:])
+    other = ServiceThread(second).start()
+    assert other.join() == 0
+    group = committed(kafka_bootstrap, first.group_id, topic)
+    assert sum(group.values()) == 160
+
+    back = ServiceThread(first).start()
+    assert back.join() == 0
+    learned = [run.service.engine.events for run in (other, back) if run.service.engine]
+    assert learned == [80, 80]
+    assert committed(kafka_bootstrap, first.group_id, topic) == group
+    negatives = read_topic(kafka_bootstrap, first.negatives_topic)
+    assert set(_sources(negatives).values()) == {1}
+
+
 def test_a_partition_ending_in_a_transaction_marker_is_read_to_its_end(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
