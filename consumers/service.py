@@ -27,7 +27,7 @@ from kafka import (
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import MemberState
 
-from consumers.commit_record import load_commits, save_commits
+from consumers.commit_record import CommitRecord
 from consumers.connection import (
     connect,
     create_topic,
@@ -323,8 +323,8 @@ class ConsumerService:
         self.positions: dict[TopicPartition, int] = {}
         self.event_times: dict[TopicPartition, float] = {}
         self._held: dict[TopicPartition, deque[Any]] = {}
-        # Input offsets this state last committed, by partition.
-        self._mine: dict[int, int] = {}
+        # Input offsets this state committed, and where it took partitions over.
+        self._commits = CommitRecord()
         # Assigned, and not yet checked against what the group committed.
         self._unresolved: set[TopicPartition] = set()
         self._busy = False
@@ -439,7 +439,7 @@ class ConsumerService:
     def _load_state(self) -> bool:
         """Load the newest good checkpoint, or start empty; return if fresh."""
         settings = self.settings
-        self._mine = load_commits(settings.checkpoint_dir, settings.topic)
+        self._commits = CommitRecord.load(settings.checkpoint_dir, settings.topic)
         checkpoint = Checkpoint.load_latest(settings.checkpoint_dir)
         if checkpoint is None:
             logger.info(
@@ -1014,15 +1014,18 @@ class ConsumerService:
     def _record_commits(self, offsets: Mapping[TopicPartition, Any]) -> None:
         """Remember what this state committed, to know its own offsets later."""
         topic = self.settings.topic
-        self._mine.update(
+        self._commits.offsets.update(
             {
                 tp.partition: meta.offset
                 for tp, meta in offsets.items()
                 if tp.topic == topic
             }
         )
+        self._save_commit_record()
+
+    def _save_commit_record(self) -> None:
         try:
-            save_commits(self.settings.checkpoint_dir, topic, self._mine)
+            self._commits.save(self.settings.checkpoint_dir, self.settings.topic)
         except OSError as exc:
             logger.warning("cannot record the offsets committed: %s", exc)
 
@@ -1094,10 +1097,11 @@ class ConsumerService:
         A group offset past the state's own is another member's, who learned
         those events: the partition starts there, so nothing is learned twice
         in the group. Unless it is this state's own last commit: a newer
-        checkpoint was lost, and the state learns again from its own, bringing
-        the group in line. Messages in ``batches`` fetched from a start that
-        moved are dropped and fetched again. When the group cannot be asked
-        now, the partitions left wait the same way for the next step.
+        checkpoint was lost, and the state learns again what was its own (see
+        `_start_after_others`), bringing the group in line. Messages in
+        ``batches`` fetched from a start that moved are dropped and fetched
+        again. When the group cannot be asked now, the partitions left wait
+        the same way for the next step.
         """
         consumer, topic = self._consumer, self.settings.topic
         saved = {}
@@ -1114,18 +1118,12 @@ class ConsumerService:
                     if records:
                         consumer.seek(waiting, records[0].offset)
                 return
-            ahead = group is not None and (own is None or group > own)
-            if ahead and group != self._mine.get(tp.partition):
-                logger.info(
-                    "%s[%d]: another member learned up to %d; starting there",
-                    tp.topic,
-                    tp.partition,
-                    group,
-                )
+            start = self._start_after_others(tp, own, group)
+            if start is not None:
                 # What was fetched from the old start is fetched again.
                 batches.pop(tp, None)
-                self.positions[tp] = group
-                consumer.seek(tp, group)
+                self.positions[tp] = start
+                consumer.seek(tp, start)
                 self._uncommitted.pop(tp, None)
             elif tp.partition in saved:
                 # Offsets of a checkpoint that a stop or a lost membership
@@ -1133,6 +1131,39 @@ class ConsumerService:
                 self._uncommitted[tp] = saved[tp.partition]
             self._unresolved.discard(tp)
         self._unresolved &= consumer.assignment()
+
+    def _start_after_others(
+        self, tp: TopicPartition, own: int | None, group: int | None
+    ) -> int | None:
+        """Where ``tp`` must start so as not to learn another member's events.
+
+        None when the state's own offset will do.
+        """
+        if group is None or (own is not None and group <= own):
+            return None
+        record, partition = self._commits, tp.partition
+        if group != record.offsets.get(partition):
+            logger.info(
+                "%s[%d]: another member learned up to %d; starting there",
+                tp.topic,
+                partition,
+                group,
+            )
+            record.adopted[partition] = group
+            self._save_commit_record()
+            return group
+        # The group holds this state's own commit: a newer checkpoint was lost.
+        # What came before the state took the partition over is not its own.
+        adopted = record.adopted.get(partition)
+        if own is not None and adopted is not None and adopted > own:
+            logger.info(
+                "%s[%d]: learning again from %d, where this state took over",
+                tp.topic,
+                partition,
+                adopted,
+            )
+            return adopted
+        return None
 
     # ------------------------------------------------------------ metrics, stop
 
