@@ -827,7 +827,7 @@ class ConsumerService:
     ) -> None:
         ledger = self._ledger
         assert ledger is not None
-        send, dumps, pending = self._producer.send, self._dumps, self._pending
+        send, dumps, pending = self._send, self._dumps, self._pending
         out = self.settings.negatives_topic
         key = negatives[0].user_id.encode("utf-8")
         written_before = bool(ledger.written)
@@ -842,9 +842,7 @@ class ConsumerService:
             body = {name: getattr(negative, name) for name in _NEGATIVE_FIELDS}
             headers = ledger.headers(topic, partition, offset, index)
             pending.append(
-                self._send(
-                    send, out, key=key, value=dumps(body).encode(), headers=headers
-                )
+                send(out, key=key, value=dumps(body).encode(), headers=headers)
             )
             sent += 1
         # The total counts what the topic holds, including what was found there.
@@ -863,7 +861,6 @@ class ConsumerService:
         key, value = _bounded_dead_letter(record, reason)
         self._pending.append(
             self._send(
-                self._producer.send,
                 self.settings.dead_letter_topic,
                 key=key,
                 value=value,
@@ -871,11 +868,10 @@ class ConsumerService:
             )
         )
 
-    @staticmethod
-    def _send(send: Callable[..., Any], topic: str, **message: Any) -> Any:
+    def _send(self, topic: str, **message: Any) -> Any:
         """Send one output; a message the client refuses at once stops the service."""
         try:
-            return send(topic, **message)
+            return self._producer.send(topic, **message)
         except KafkaError as exc:
             raise DeliveryError(
                 f"cannot write to {topic}: {exc}. Stopping without a checkpoint "

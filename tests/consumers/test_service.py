@@ -184,10 +184,12 @@ def test_an_output_the_client_refuses_at_once_is_a_delivery_error(
     kafka_bootstrap: str,
 ) -> None:
     topic = new_topic(kafka_bootstrap, "refused", partitions=1)
+    service = ConsumerService(make_settings(kafka_bootstrap, Path("unused"), topic))
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=200)
+    service._producer = producer
     try:
         with pytest.raises(DeliveryError, match=f"cannot write to {topic}: .*Size"):
-            ConsumerService._send(producer.send, topic, value=b"x" * 1_000)
+            service._send(topic, value=b"x" * 1_000)
     finally:
         producer.close(timeout=30)
 
